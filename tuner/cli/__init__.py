@@ -1,0 +1,71 @@
+"""The ``tuner`` command line: a thin layer of option parsing over the package's functions.
+
+This is the one place that turns a :class:`~tuner.errors.TunerError` into a single line on
+stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from tuner.cli import _data, _features
+from tuner.errors import TunerError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug messages.")
+@click.version_option(package_name="tuner", prog_name="tuner")
+def cli(quiet: bool, verbose: bool) -> None:
+    """Hyperparameter optimisation for hierarchical attention MIL models.
+
+    The flow: demo-data or your patches -> data check -> features extract -> study create ->
+    worker / launch -> status / dashboard -> export -> train.
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tuner: %(message)s"))
+    root = logging.getLogger("tuner")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+cli.add_command(_data.demo_data)
+cli.add_command(_data.data)
+cli.add_command(_features.features)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return (and, as a console script, exit with) its status."""
+    try:
+        status = cli.main(args=argv, prog_name="tuner", standalone_mode=False)
+    except TunerError as exc:
+        _fail(str(exc))
+        return 1
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _fail(exc.format_message() + where)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted")
+        return 130
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+        return exc.exit_code
+    return status if isinstance(status, int) else 0
+
+
+def _fail(message: str) -> None:
+    print(f"tuner: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The exceptions tuner raises for problems a user can fix.
+
+Every message says what is wrong, where, and how to fix it, in one line. The command line is
+the one place that catches :class:`TunerError`; it prints the message and exits non-zero.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "StorageError",
+    "StoreError",
+    "StudyError",
+    "TrainingError",
+    "TunerError",
+]
+
+
+class TunerError(Exception):
+    """A problem with the user's input or environment, with a message that says how to fix it."""
+
+
+class DataError(TunerError):
+    """The patch folder, the labels file, the pattern or the splits are unusable."""
+
+
+class StoreError(TunerError):
+    """A feature store is missing, incomplete, corrupt or does not match what was asked for."""
+
+
+class ConfigError(TunerError):
+    """A run config or a search space is malformed or holds an impossible value."""
+
+
+class TrainingError(TunerError):
+    """Training could not go on (a diverging loss, an exhausted device)."""
+
+
+class StorageError(TunerError):
+    """The study storage cannot be reached or refuses the request."""
+
+
+class StudyError(TunerError):
+    """A study does not exist, conflicts with an existing one, or cannot give what was asked."""

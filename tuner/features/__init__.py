@@ -1,0 +1,31 @@
+"""The feature store: a frozen backbone run once over every patch, read by every trial."""
+
+from tuner.features._backbone import (
+    FEATURE_DIM,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    WeightsSpec,
+    build_backbone,
+)
+from tuner.features._extract import ExtractOptions, PatchImages, extract_features, store_rows
+from tuner.features._import import import_embeddings
+from tuner.features._store import FeatureStore, StoreCase, StoreRow, StoreWriter
+
+__all__ = [
+    "FEATURE_DIM",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Backbone",
+    "ExtractOptions",
+    "FeatureStore",
+    "PatchImages",
+    "StoreCase",
+    "StoreRow",
+    "StoreWriter",
+    "WeightsSpec",
+    "build_backbone",
+    "extract_features",
+    "import_embeddings",
+    "store_rows",
+]
