@@ -87,3 +87,10 @@ def test_saved_and_loaded_splits_are_equal(tmp_path: Path) -> None:
     splits = make_splits(labels_of(12, 12), seed=4, folds=3)
     splits.save(tmp_path / "splits.json")
     assert load_splits(tmp_path / "splits.json") == splits
+
+
+def test_every_part_keeps_a_case_of_each_class_with_skewed_fractions() -> None:
+    labels = labels_of(4, 4)
+    (split,) = make_splits(labels, fractions=(0.7, 0.25, 0.05)).splits
+    for part in split.parts().values():
+        assert {labels[c] for c in part} == {0, 1}

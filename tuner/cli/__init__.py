@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from tuner.cli import _data, _features
+from tuner.cli import _data, _features, _train
 from tuner.errors import TunerError
 
 __all__ = ["cli", "main"]
@@ -39,6 +39,8 @@ def cli(quiet: bool, verbose: bool) -> None:
 cli.add_command(_data.demo_data)
 cli.add_command(_data.data)
 cli.add_command(_features.features)
+cli.add_command(_train.config)
+cli.add_command(_train.train)
 
 
 def main(argv: list[str] | None = None) -> int:

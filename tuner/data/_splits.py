@@ -206,11 +206,11 @@ def _holdout(
         members = rng.permutation(np.flatnonzero(strata == stratum))
         n = len(members)
         want = np.array(fractions) * n + carry
-        sizes = np.floor(want).astype(int)
-        if n >= 3:
-            sizes = np.maximum(sizes, 1)
+        floor = 1 if n >= 3 else 0
+        sizes = np.maximum(np.floor(want).astype(int), floor)
         while sizes.sum() > n:
-            sizes[np.argmax(sizes - want)] -= 1
+            excess = np.where(sizes > floor, sizes - want, -np.inf)
+            sizes[np.argmax(excess)] -= 1
         while sizes.sum() < n:
             sizes[np.argmax(want - sizes)] += 1
         carry = want - sizes

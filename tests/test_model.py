@@ -1,0 +1,87 @@
+"""The batched model equals the users' nested-loop model, in outputs and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuner.model import Bags, Case, HierarchicalMIL, loop_forward, segment_softmax
+
+
+def random_case(generator: torch.Generator, in_dim: int, layout: dict[str, list[int]]) -> Case:
+    return {
+        stain: [torch.randn(n, in_dim, generator=generator, dtype=torch.float64) for n in sizes]
+        for stain, sizes in layout.items()
+    }
+
+
+LAYOUTS = [
+    {"HE": [5, 3], "MelanA": [7], "SOX10": [2, 9, 4]},
+    {"HE": [1]},  # one stain, one slice, one patch
+    {"MelanA": [6, 1], "SOX10": [1, 1]},  # H&E missing, single-patch slices
+    {"HE": [12], "SOX10": [3, 3, 3, 3]},
+]
+
+
+def make_model(pooling: str = "attention", gated: bool = False) -> HierarchicalMIL:
+    torch.manual_seed(0)
+    model = HierarchicalMIL(
+        16, 3, embed_dim=8, attn_dim=4, dropout=0.0, gated=gated, pooling=pooling
+    )
+    return model.double().eval()
+
+
+@pytest.mark.parametrize(
+    ("pooling", "gated"), [("attention", False), ("attention", True), ("mean", False)]
+)
+def test_batched_forward_equals_nested_loops(pooling: str, gated: bool) -> None:
+    generator = torch.Generator().manual_seed(1)
+    cases = [random_case(generator, 16, layout) for layout in LAYOUTS]
+    model = make_model(pooling, gated)
+
+    batched = model(Bags.from_cases(cases)).logits
+    batched.square().sum().backward()
+    batched_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    looped = torch.stack([loop_forward(model, case) for case in cases])
+    looped.square().sum().backward()
+
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(batched_grads[name], param.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_attention_weights_sum_to_one_per_group() -> None:
+    generator = torch.Generator().manual_seed(2)
+    bags = Bags.from_cases([random_case(generator, 16, layout) for layout in LAYOUTS])
+    output = make_model()(bags)
+    assert output.logits.shape == (4, 3)
+    for level, att in output.attention.items():
+        sums = torch.zeros(att.n_groups, dtype=att.weights.dtype).index_add_(
+            0, att.group, att.weights
+        )
+        torch.testing.assert_close(sums, torch.ones_like(sums), msg=level)
+    assert output.attention["patch"].weights.shape == (len(bags.features),)
+    assert output.attention["stain"].n_groups == 4
+
+
+def test_no_nan_with_extreme_logits_and_tiny_groups() -> None:
+    logits = torch.tensor([1e4, -1e4, 3.0, 800.0, 799.0], requires_grad=True)
+    group = torch.tensor([0, 0, 1, 2, 2])
+    weights = segment_softmax(logits, group, 3)
+    assert torch.isfinite(weights).all()
+    torch.testing.assert_close(
+        weights, torch.tensor([1.0, 0.0, 1.0, 0.7311, 0.2689]), atol=1e-4, rtol=0
+    )
+    weights.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_single_patch_case_in_float32_has_no_nan() -> None:
+    model = HierarchicalMIL(16, embed_dim=8, attn_dim=4).train()
+    bags = Bags.from_cases([{"HE": [torch.randn(1, 16)]}])
+    output = model(bags)
+    output.logits.sum().backward()
+    assert torch.isfinite(output.logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,0 +1,32 @@
+"""Training: batches from the feature store, the shared epoch loop, the run folder."""
+
+from tuner.training._batches import Batch, CaseSampler, StoreTensors
+from tuner.training._metrics import Metrics, classification_metrics
+from tuner.training._run import (
+    FoldResult,
+    RunResult,
+    default_run_dir,
+    open_store,
+    resolve_splits,
+    train_run,
+)
+from tuner.training._trainer import EpochCallback, EpochReport, Evaluation, FitResult, Trainer
+
+__all__ = [
+    "Batch",
+    "CaseSampler",
+    "EpochCallback",
+    "EpochReport",
+    "Evaluation",
+    "FitResult",
+    "FoldResult",
+    "Metrics",
+    "RunResult",
+    "StoreTensors",
+    "Trainer",
+    "classification_metrics",
+    "default_run_dir",
+    "open_store",
+    "resolve_splits",
+    "train_run",
+]

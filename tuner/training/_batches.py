@@ -1,0 +1,164 @@
+"""Batches of cases from a feature store, drawn afresh each epoch.
+
+The whole store lives in one tensor on the training device. Each epoch picks rows (all of
+them, or at random ``per_slice_cap`` patches per slice and ``max_slices_per_stain`` slices per
+stain), a view per row (a random stored view when training on augmented views), and splits
+the cases into batches of ``batch_cases``. All of this is index arithmetic in numpy; the
+features are gathered on the device with one ``index_select`` per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tuner.features import FeatureStore
+from tuner.model import Bags
+
+__all__ = ["Batch", "CaseSampler", "StoreTensors"]
+
+
+@dataclass
+class StoreTensors:
+    """The store's features and group ids, ready for sampling.
+
+    ``features: (n_rows * n_views, dim)`` float16 on the training device (row ``r``, view ``v``
+    at ``r * n_views + v``).
+    """
+
+    store: FeatureStore
+    features: torch.Tensor
+    n_views: int
+
+    @classmethod
+    def load(cls, store: FeatureStore, device: torch.device) -> StoreTensors:
+        features = store.load(device).reshape(-1, store.dim)
+        return cls(store, features, store.n_views)
+
+    def feature_statistics(
+        self, cases: list[str] | tuple[str, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation over the patches (first view) of ``cases``."""
+        rows = np.concatenate([np.arange(c.start, c.stop) for c in map(self.store.case, cases)])
+        index = torch.from_numpy(rows * self.n_views).to(self.features.device)
+        x = self.features.index_select(0, index).float()
+        std, mean = torch.std_mean(x, dim=0)
+        return mean, std
+
+
+@dataclass
+class Batch:
+    """Bags of some cases, their labels ``(n_cases,)``, ids and the store rows of the patches."""
+
+    bags: Bags
+    labels: torch.Tensor
+    cases: list[str]
+    rows: np.ndarray
+
+
+class CaseSampler:
+    """Draws the batches of one split (a fixed list of cases) epoch after epoch."""
+
+    def __init__(
+        self,
+        data: StoreTensors,
+        cases: list[str] | tuple[str, ...],
+        *,
+        batch_cases: int,
+        per_slice_cap: int | None = None,
+        max_slices_per_stain: int | None = None,
+        random_views: bool = False,
+    ) -> None:
+        store = data.store
+        self.data = data
+        self.batch_cases = batch_cases
+        self.per_slice_cap = per_slice_cap
+        self.max_slices_per_stain = max_slices_per_stain
+        self.random_views = random_views and data.n_views > 1
+        self.cases = list(cases)
+        ranges = [store.case(c) for c in self.cases]
+        self.labels = np.array([c.class_index for c in ranges], dtype=np.int64)
+        self.rows = np.concatenate([np.arange(c.start, c.stop) for c in ranges])
+        self.case_of_row = np.repeat(np.arange(len(ranges)), [c.stop - c.start for c in ranges])
+        self.slice_of_row = store.slice_of_row[self.rows]
+        self.stain_of_row = store.stain_group_of_row[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def batches(self, rng: np.random.Generator | None = None) -> Iterator[Batch]:
+        """One epoch of batches: random rows, views and case order with ``rng``; all in order
+        without it."""
+        keep = np.ones(len(self.rows), dtype=bool)
+        if rng is not None:
+            if self.max_slices_per_stain is not None:
+                first = _first_of_runs(self.slice_of_row)
+                rank_of_slice = _random_rank(first, self.stain_of_row, rng)[first]
+                keep &= rank_of_slice[_dense_runs(self.slice_of_row)] < self.max_slices_per_stain
+            if self.per_slice_cap is not None:
+                keep &= _random_rank(keep, self.slice_of_row, rng) < self.per_slice_cap
+        selected = np.flatnonzero(keep)
+        bounds = np.searchsorted(self.case_of_row[selected], np.arange(len(self.cases) + 1))
+        order = rng.permutation(len(self.cases)) if rng is not None else np.arange(len(self.cases))
+        for start in range(0, len(order), self.batch_cases):
+            chosen = order[start : start + self.batch_cases]
+            picked = np.concatenate([selected[bounds[c] : bounds[c + 1]] for c in chosen])
+            yield self._batch(chosen, picked, rng)
+
+    def _batch(
+        self, chosen: np.ndarray, picked: np.ndarray, rng: np.random.Generator | None
+    ) -> Batch:
+        rows = self.rows[picked]
+        index = rows * self.data.n_views
+        if self.random_views and rng is not None:
+            index = index + rng.integers(0, self.data.n_views, size=len(rows))
+        slice_ids = _dense_runs(self.slice_of_row[picked])
+        first_of_slice = _first_of_runs(slice_ids)
+        stain_ids = _dense_runs(self.stain_of_row[picked][first_of_slice])
+        first_of_stain = _first_of_runs(stain_ids)
+        case_ids = _dense_runs(self.case_of_row[picked][first_of_slice][first_of_stain])
+        device = self.data.features.device
+        features = self.data.features.index_select(0, torch.from_numpy(index).to(device))
+        bags = Bags(
+            features,
+            torch.from_numpy(slice_ids).to(device),
+            torch.from_numpy(stain_ids).to(device),
+            torch.from_numpy(case_ids).to(device),
+            len(chosen),
+        )
+        labels = torch.from_numpy(self.labels[chosen]).to(device)
+        return Batch(bags, labels, [self.cases[c] for c in chosen], rows)
+
+
+def _dense_runs(ids: np.ndarray) -> np.ndarray:
+    """Relabel runs of equal ids as 0, 1, 2, ... (ids of a group are adjacent)."""
+    if len(ids) == 0:
+        return ids
+    return np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])])
+
+
+def _first_of_runs(ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first item of each run of equal ids."""
+    mask = np.ones(len(ids), dtype=bool)
+    mask[1:] = ids[1:] != ids[:-1]
+    return mask
+
+
+def _random_rank(items: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each position, its random rank among the ``items`` (a mask) of its group.
+
+    Positions outside ``items`` get rank ``len(items)``, which no cap keeps.
+    """
+    n = len(group)
+    key = np.where(items, rng.random(n), np.inf)
+    order = np.lexsort((key, group))
+    sorted_group = group[order]
+    group_start = np.searchsorted(sorted_group, sorted_group, side="left")
+    rank_sorted = np.arange(n) - group_start
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = rank_sorted
+    rank[~items] = n
+    return rank

@@ -1,0 +1,328 @@
+"""The trainer every trial and the final run share: one epoch loop for train, val and test.
+
+The trainer knows nothing of Optuna: a tuning objective passes ``on_epoch``, which receives
+each epoch's validation metrics and may raise to stop (``optuna.TrialPruned``); the exception
+leaves :meth:`Trainer.fit` untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.config import RunConfig
+from tuner.errors import TrainingError
+from tuner.model import HierarchicalMIL, MILOutput, elasticnet_penalty, entropy_penalty
+from tuner.training._batches import Batch, CaseSampler, StoreTensors
+from tuner.training._metrics import Metrics, classification_metrics
+
+__all__ = ["EpochCallback", "EpochReport", "Evaluation", "FitResult", "Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did; ``epoch`` counts from 1."""
+
+    epoch: int
+    train_loss: float
+    train_penalty: float
+    val: Metrics
+    lr: float
+    seconds: float
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+@dataclass
+class Evaluation:
+    """Predictions on a split; with ``attention``, each patch's weights at the three levels.
+
+    ``attention`` rows follow ``rows`` (store row indices): columns patch, slice and stain
+    weight of the patch, its slice and its stain.
+    """
+
+    metrics: Metrics
+    cases: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    rows: np.ndarray | None = None
+    attention: np.ndarray | None = None
+
+
+@dataclass
+class FitResult:
+    history: list[EpochReport]
+    best_epoch: int
+    best_val: Metrics
+    state_dict: dict[str, torch.Tensor]
+    stopped_by: str
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains and evaluates :class:`HierarchicalMIL` models on the cases of a store."""
+
+    def __init__(self, config: RunConfig, data: StoreTensors, device: torch.device) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.n_classes = len(data.store.classes)
+        amp = config.train.amp and device.type == "cuda"
+        bf16 = amp and torch.cuda.is_bf16_supported()
+        self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16 if amp else None
+
+    def new_model(self, train_cases: list[str] | tuple[str, ...] | None = None) -> HierarchicalMIL:
+        """A freshly initialised model; inputs standardised with ``train_cases``' statistics."""
+        m = self.config.model
+        torch.manual_seed(self.config.train.seed)
+        model = HierarchicalMIL(
+            self.data.store.dim, self.n_classes, embed_dim=m.embed_dim, attn_dim=m.attn_dim,
+            dropout=m.dropout, gated=m.gated, pooling=m.pooling,
+        )  # fmt: skip
+        model = model.to(self.device)
+        if train_cases is not None and m.standardize:
+            model.set_input_statistics(*self.data.feature_statistics(train_cases))
+        return model
+
+    def class_weights(self, cases: list[str] | tuple[str, ...]) -> torch.Tensor:
+        """1/frequency of each class among ``cases``, normalised to mean 1 (ones when off)."""
+        counts = np.bincount(
+            [self.data.store.case(c).class_index for c in cases], minlength=self.n_classes
+        ).astype(np.float64)
+        if not self.config.train.class_weights:
+            counts = np.ones_like(counts)
+        weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        weights *= self.n_classes / weights.sum()
+        return torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    def sampler(self, cases: list[str] | tuple[str, ...], *, train: bool) -> CaseSampler:
+        d, t = self.config.data, self.config.train
+        return CaseSampler(
+            self.data, cases, batch_cases=t.batch_cases,
+            per_slice_cap=d.per_slice_cap if train else None,
+            max_slices_per_stain=d.max_slices_per_stain if train else None,
+            random_views=d.augmented_views and train,
+        )  # fmt: skip
+
+    def fit(
+        self,
+        train_cases: list[str] | tuple[str, ...],
+        val_cases: list[str] | tuple[str, ...] | None,
+        *,
+        epochs: int | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitResult:
+        """Train on ``train_cases``; keep the weights of the epoch with the lowest val loss.
+
+        Without ``val_cases`` (a refit) it trains exactly ``epochs`` epochs and keeps the last.
+        """
+        t = self.config.train
+        started = time.perf_counter()
+        epochs = epochs or t.epochs
+        rng = np.random.default_rng(t.seed)
+        model = self.new_model(train_cases)
+        optimizer = _optimizer(model, self.config)
+        scheduler = _scheduler(optimizer, self.config, epochs)
+        weights = self.class_weights(train_cases)
+        train_sampler = self.sampler(train_cases, train=True)
+        val_sampler = self.sampler(val_cases, train=False) if val_cases else None
+        scaler = torch.amp.GradScaler(enabled=self.autocast_dtype is torch.float16)
+        history: list[EpochReport] = []
+        best: tuple[float, int, Metrics, dict[str, torch.Tensor]] | None = None
+        stopped_by = "epochs"
+        for epoch in range(1, epochs + 1):
+            tick = time.perf_counter()
+            train_loss, penalty = self._train_epoch(
+                model, train_sampler, optimizer, scaler, weights, rng, epoch
+            )
+            if val_sampler is not None:
+                val = self.evaluate(model, val_sampler, weights).metrics
+            else:
+                val = Metrics(float("nan"), None, float("nan"), float("nan"), 0)
+            lr = optimizer.param_groups[0]["lr"]
+            report = EpochReport(epoch, train_loss, penalty, val, lr, time.perf_counter() - tick)
+            history.append(report)
+            logger.debug(
+                "epoch %d: train loss %.4f, val loss %.4f, val auc %s, %.2fs",
+                epoch, train_loss, val.loss, val.auc, report.seconds,
+            )  # fmt: skip
+            if val_sampler is not None and not math.isfinite(val.loss):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch}: the validation loss became {val.loss}; "
+                    f"lower train.lr (now {t.lr:g}) or the penalty weights"
+                )
+            if val_sampler is None or best is None or val.loss < best[0]:
+                best = (val.loss, epoch, val, _copy_state(model))
+            if on_epoch is not None:
+                on_epoch(report)
+            _step_scheduler(scheduler, val.loss)
+            if (
+                val_sampler is not None
+                and t.early_stopping is not None
+                and epoch - best[1] >= t.early_stopping
+            ):
+                stopped_by = "early stopping"
+                break
+        assert best is not None
+        return FitResult(
+            history, best[1], best[2], best[3], stopped_by, time.perf_counter() - started
+        )
+
+    def _train_epoch(
+        self,
+        model: HierarchicalMIL,
+        sampler: CaseSampler,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        weights: torch.Tensor,
+        rng: np.random.Generator,
+        epoch: int,
+    ) -> tuple[float, float]:
+        model.train()
+        total = torch.zeros((), device=self.device)
+        total_penalty = torch.zeros((), device=self.device)
+        for batch in sampler.batches(rng):
+            output = self._forward(model, batch)
+            loss = self._loss(output.logits, batch.labels, weights)
+            penalty = self._penalty(output)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss + penalty).backward()  # type: ignore[no-untyped-call]
+            if self.config.train.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), self.config.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach() * len(batch.cases)
+            total_penalty += penalty.detach() * len(batch.cases)
+        mean_loss = float(total) / len(sampler)
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"training diverged at epoch {epoch}: the training loss became {mean_loss}; lower "
+                f"train.lr (now {self.config.train.lr:g}) or the penalty weights"
+            )
+        return mean_loss, float(total_penalty) / len(sampler)
+
+    def evaluate(
+        self,
+        model: HierarchicalMIL,
+        sampler: CaseSampler,
+        weights: torch.Tensor,
+        *,
+        attention: bool = False,
+    ) -> Evaluation:
+        """Predict every case of the sampler (all patches, first view)."""
+        model.eval()
+        logits, labels, cases, rows, attn = [], [], [], [], []
+        with torch.no_grad():
+            for batch in sampler.batches(None):
+                output = self._forward(model, batch)
+                logits.append(output.logits.float())
+                labels.append(batch.labels)
+                cases += batch.cases
+                if attention:
+                    rows.append(batch.rows)
+                    attn.append(_patch_attention(output, batch).cpu().numpy())
+        all_logits, all_labels = torch.cat(logits), torch.cat(labels)
+        loss = float(F.cross_entropy(all_logits, all_labels, weight=weights))
+        probs = torch.softmax(all_logits, dim=1).cpu().numpy()
+        y = all_labels.cpu().numpy()
+        return Evaluation(
+            classification_metrics(probs, y, loss), cases, y, probs,
+            np.concatenate(rows) if attention else None,
+            np.concatenate(attn) if attention else None,
+        )  # fmt: skip
+
+    def _forward(self, model: HierarchicalMIL, batch: Batch) -> MILOutput:
+        bags = batch.bags
+        if self.autocast_dtype is None:
+            bags.features = bags.features.float()
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            output: MILOutput = model(bags)
+        return output
+
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        logits = logits.float()
+        t = self.config.train
+        if t.loss == "ce":
+            return F.cross_entropy(logits, labels, weight=weights)
+        log_p = F.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+        focal = -((1 - log_p.exp()) ** t.focal_gamma) * log_p
+        w = weights[labels]
+        return (w * focal).sum() / w.sum()
+
+    def _penalty(self, output: MILOutput) -> torch.Tensor:
+        r = self.config.regularization
+        if r.penalty == "entropy":
+            return entropy_penalty(output.attention, r.entropy.as_dict()).float()
+        if r.penalty == "elasticnet":
+            return elasticnet_penalty(
+                output.attention, r.elasticnet.l1.as_dict(), r.elasticnet.l2.as_dict()
+            ).float()
+        return torch.zeros((), device=self.device)
+
+
+def _patch_attention(output: MILOutput, batch: Batch) -> torch.Tensor:
+    """Per patch: its weight in its slice, its slice's in its stain, its stain's in its case."""
+    att = output.attention
+    slice_of_patch = batch.bags.slice_of_patch
+    stain_of_patch = batch.bags.stain_of_slice[slice_of_patch]
+    return torch.stack(
+        [
+            att["patch"].weights,
+            att["slice"].weights[slice_of_patch],
+            att["stain"].weights[stain_of_patch],
+        ],
+        dim=1,
+    ).float()
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    t = config.train
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    t = config.train
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=t.plateau_factor, patience=t.plateau_patience
+        )
+    if t.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return None
+
+
+def _step_scheduler(
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    | torch.optim.lr_scheduler.ReduceLROnPlateau
+    | None,
+    val_loss: float,
+) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if math.isfinite(val_loss):
+            scheduler.step(val_loss)
+    elif scheduler is not None:
+        scheduler.step()
