@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Demo, make_demo
+from tests.pg import fresh_database
 from tuner.cli import main
 from tuner.features import ExtractOptions, FeatureStore, extract_features
 
@@ -53,3 +54,20 @@ def store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
 def fresh_demo(tmp_path: Path) -> Demo:
     """A tiny demo dataset of this test's own, free to modify."""
     return make_demo(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server for this test run."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage backend in turn: an embedded SQLite file, then a fresh Postgres database."""
+    if request.param == "embedded":
+        yield f"sqlite:///{tmp_path / 'tuner.db'}"
+    else:
+        with fresh_database() as url:
+            yield url

@@ -145,6 +145,9 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    provenance: dict[str, Any] | None = Field(
+        None, description="where the config came from (written by tuner export; not used)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able values (paths as strings, tuples as lists)."""

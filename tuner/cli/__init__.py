@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from tuner.cli import _data, _features, _train
+from tuner.cli import _data, _features, _study, _train
 from tuner.errors import TunerError
 
 __all__ = ["cli", "main"]
@@ -41,6 +41,10 @@ cli.add_command(_data.data)
 cli.add_command(_features.features)
 cli.add_command(_train.config)
 cli.add_command(_train.train)
+cli.add_command(_study.study)
+for _command in (_study.worker, _study.launch, _study.slurm, _study.status, _study.export,
+                 _study.dashboard, _study.quickstart):  # fmt: skip
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 __all__ = ["AUGMENTATION", "augment"]
 
@@ -21,6 +20,8 @@ AUGMENTATION = {
 
 def augment(image: torch.Tensor, seed: int, row: int, view: int) -> torch.Tensor:
     """One augmented copy of a ``(3, H, W)`` uint8 image, the same for the same seed/row/view."""
+    from torchvision.transforms.v2 import functional as F  # imported here: torchvision is slow
+
     rng = np.random.default_rng([seed, row, view])
     flip_h, flip_v = rng.random(2) < 0.5
     turns = int(rng.integers(0, 4))

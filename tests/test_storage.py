@@ -1,0 +1,165 @@
+"""The storage contract: the same behaviour from the embedded store and from PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import warnings
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.errors import StorageError
+from tuner.storage import open_storage, public_url, resolve_url, study_lock
+
+
+def quiet_study(storage, name: str = "s") -> optuna.Study:  # type: ignore[no-untyped-def]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+
+
+def test_optuna_tools_work_on_the_storage(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    study = quiet_study(storage)
+    for value in (3.0, 1.0, 2.0):
+        trial = study.ask()
+        trial.report(value + 1, 1)
+        study.tell(trial, value)
+    again = optuna.load_study(study_name="s", storage=open_storage(storage_url))
+    assert again.best_value == 1.0
+    assert [t.intermediate_values for t in again.trials] == [{1: 4.0}, {1: 2.0}, {1: 3.0}]
+    summaries = optuna.get_all_study_summaries(storage)
+    assert [s.study_name for s in summaries] == ["s"]
+
+
+def test_dead_trial_is_failed_and_retried_with_its_values(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = quiet_study(storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.5, 1)
+        storage.record_heartbeat(trial._trial_id)
+        time.sleep(3)
+        optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    retry = study.get_trials()[1]
+    assert retry.params == trial.params
+    assert retry.intermediate_values == {1: 0.5}
+    assert retry.system_attrs["failed_trial"] == 0
+
+
+def test_trial_without_any_heartbeat_goes_stale_too(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = quiet_study(storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.ask()  # a worker killed before its first heartbeat
+        optuna.storages.fail_stale_trials(study)
+        assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+        time.sleep(3)
+        optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def _hold_lock(url: str, name: str, started, release) -> None:  # type: ignore[no-untyped-def]
+    with study_lock(open_storage(url), name):
+        started.set()
+        release.wait(30)
+
+
+def test_study_lock_excludes_other_processes(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    context = multiprocessing.get_context("spawn")
+    started, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(storage_url, "s", started, release))
+    holder.start()
+    try:
+        assert started.wait(60)
+        acquired = threading.Event()
+
+        def take() -> None:
+            with study_lock(storage, "s"):
+                acquired.set()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        assert not acquired.wait(1.0), "the lock was taken while another process held it"
+        release.set()
+        assert acquired.wait(30)
+        thread.join()
+        with study_lock(storage, "other"):
+            pass
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def test_plain_postgresql_url_uses_the_installed_driver(pg_url: str) -> None:
+    assert pg_url.startswith("postgresql://")
+    resolved = resolve_url(pg_url)
+    assert resolved.url.drivername == "postgresql+psycopg2"
+    for scheme in ("postgres", "postgresql+psycopg"):
+        assert resolve_url(pg_url.replace("postgresql", scheme, 1)).url.drivername == (
+            "postgresql+psycopg2"
+        )
+    quiet_study(open_storage(pg_url), "driver-check")
+
+
+def test_passwords_never_show(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = "postgresql://alice:s3cr3t-pw@db.example:5432/tuner"
+    assert public_url(url) == "postgresql://alice@db.example:5432/tuner"
+    assert "s3cr3t" not in resolve_url(url).public
+    (tmp_path / "pw").write_text("from-file-pw\n")
+    monkeypatch.setenv("TUNER_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+    resolved = resolve_url("postgresql://alice@db.example/tuner")
+    assert resolved.password == "from-file-pw"
+    assert "from-file-pw" not in resolved.public
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mongodb://x@y/z", "unknown storage URL scheme 'mongodb'"),
+        ("sqlite:///:memory:", "in-memory SQLite storage cannot be shared"),
+        ("/nonexistent/folder/tuner.db", "does not exist"),
+    ],
+)
+def test_bad_storage_urls(url: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        resolve_url(url)
+
+
+def test_unreachable_database_gives_up_after_the_limit() -> None:
+    started = time.monotonic()
+    with pytest.raises(
+        StorageError, match=r"unreachable for 2 s .*start it, or raise TUNER_DB_RETRY_SECONDS"
+    ):
+        open_storage("postgresql://postgres@127.0.0.1:1/none", retry_seconds=2)
+    assert 1.5 < time.monotonic() - started < 20
+
+
+def test_wrong_password_fails_at_once_without_echoing_it(pg_url: str) -> None:
+    url = pg_url.replace("postgresql://postgres@", "postgresql://nosuchrole:hunter2@")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as error:
+        open_storage(url, retry_seconds=30)
+    assert time.monotonic() - started < 10
+    assert "refused the connection" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_embedded_default_lives_under_storage(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    storage = open_storage()
+    quiet_study(storage)
+    assert (tmp_path / "storage" / "tuner.db").is_file()
+    monkeypatch.setenv("TUNER_STORAGE", str(tmp_path / "elsewhere.db"))
+    quiet_study(open_storage())
+    assert (tmp_path / "elsewhere.db").is_file()

@@ -1,0 +1,216 @@
+"""Studies: creation and its refusals, budget accounting, status, export, SLURM, launch plans."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from tuner.config import load_config
+from tuner.errors import StudyError, TunerError
+from tuner.features import FeatureStore
+from tuner.storage import open_storage
+from tuner.study import (
+    Budget,
+    create_study,
+    export_best,
+    export_trials,
+    load_settings,
+    next_action,
+    plan_workers,
+    slurm_script,
+    study_status,
+)
+
+QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
+
+
+def test_create_stores_everything_a_worker_needs(storage_url: str, store: FeatureStore) -> None:
+    storage = open_storage(storage_url)
+    result = create_study(storage, "s", store.path, space=QUICK, trials=7, pruner="asha", seed=3)
+    assert result.created
+    settings = load_settings(open_storage(storage_url), "s")
+    assert settings.budget == 7
+    assert (settings.pruner, settings.sampler, settings.seed) == ("asha", "tpe", 3)
+    assert settings.features == {"path": str(store.path.resolve()), "checksum": store.checksum}
+    assert list(settings.space) == ["train.lr", "model.dropout", "regularization.penalty",
+                                    "regularization.entropy.patch"]  # fmt: skip
+    assert settings.config().data.checksum == store.checksum
+    split = settings.split()
+    assert sorted(split.train + split.val + split.test) == sorted(store.labels())
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["budget"] == 7
+
+
+def test_same_create_is_a_no_op_and_a_different_one_is_refused(
+    storage_url: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    again = create_study(open_storage(storage_url), "s", store.path, space=QUICK, trials=5)
+    assert not again.created
+    with pytest.raises(StudyError, match="already exists with a different space"):
+        create_study(storage, "s", store.path, trials=5)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"features": str(store.path)}, "train": {"epochs": 3}})
+    )
+    with pytest.raises(StudyError, match="already exists with a different base_config"):
+        create_study(storage, "s", store.path, space=QUICK, config=config, trials=5)
+    assert len(optuna.get_all_study_summaries(storage)) == 1
+
+
+def test_create_refuses_bad_input_before_touching_the_storage(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    bad_space = tmp_path / "space.yaml"
+    bad_space.write_text("train.lr: {type: float, low: 1, high: 0.1}\n")
+    folds = tmp_path / "folds.yaml"
+    folds.write_text(
+        yaml.safe_dump({"data": {"features": str(store.path), "split": {"folds": 3}}})
+    )
+    cases = [
+        ({"space": bad_space}, "low must not exceed high"),
+        ({"config": folds}, "a study tunes on one train/validation split"),
+        ({"trials": 0}, "--trials must be at least 1"),
+        ({"pruner": "sometimes"}, "--pruner must be one of"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(TunerError, match=re.escape(message)):
+            create_study(storage, "s", store.path, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TunerError, match="does not exist"):
+        create_study(storage, "s", tmp_path / "no-store")
+    assert optuna.get_all_study_summaries(storage) == []
+
+
+def finished(number: int, state: TrialState, retry_of: int | None = None):  # type: ignore[no-untyped-def]
+    attrs = {} if retry_of is None else {"failed_trial": retry_of}
+    trial = create_trial(
+        state=state, value=1.0 if state == TrialState.COMPLETE else None, system_attrs=attrs
+    )
+    trial.number = number
+    return trial
+
+
+def test_budget_counts_slots_not_attempts() -> None:
+    C, P, F, R, W = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
+                     TrialState.WAITING)  # fmt: skip
+    trials = [finished(0, C), finished(1, F), finished(2, P), finished(3, R, retry_of=1)]
+    budget = Budget.count(trials, 4)
+    assert (budget.done, budget.active, budget.waiting) == (2, 1, 0)
+    assert next_action(budget) == "run"
+    assert next_action(Budget.count(trials, 3)) == "wait"
+    assert next_action(Budget.count([*trials[:3], finished(3, C, retry_of=1)], 3)) == "done"
+    waiting = Budget.count([*trials[:3], finished(3, W, retry_of=1)], 3)
+    assert next_action(waiting) == "run"
+    exhausted = Budget.count([finished(0, F), finished(1, F, retry_of=0)], 1)
+    assert exhausted.finished
+
+
+def add_trials(study: optuna.Study) -> None:
+    for value, lr in ((0.5, 1e-3), (0.2, 2e-3), (0.9, 5e-4)):
+        study.add_trial(
+            create_trial(
+                params={"train.lr": lr, "model.dropout": 0.1, "regularization.penalty": "none"},
+                distributions={
+                    "train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                    "model.dropout": optuna.distributions.FloatDistribution(0, 0.5),
+                    "regularization.penalty": CategoricalDistribution(["none", "entropy"]),
+                },
+                value=value, intermediate_values={1: value + 0.1, 2: value},
+                user_attrs={"val_auc": 1 - value},
+            )
+        )  # fmt: skip
+
+
+def test_export_writes_a_config_train_accepts(
+    storage_url: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=3)
+    with pytest.raises(StudyError, match="has no complete trial yet"):
+        export_best(storage, "s", tmp_path / "best.yaml", storage_url="x")
+    add_trials(optuna.load_study(study_name="s", storage=storage))
+    best = export_best(storage, "s", tmp_path / "best.yaml", storage_url="postgresql://u@h/db")
+    assert best.number == 1
+    config = load_config(tmp_path / "best.yaml")
+    assert config.train.lr == 2e-3
+    assert config.model.dropout == 0.1
+    assert config.data.checksum == store.checksum
+    assert config.provenance is not None
+    assert config.provenance["study"] == "s"
+    assert config.provenance["trial"] == 1
+    assert config.provenance["storage"] == "postgresql://u@h/db"
+    assert "tuner train --config best.yaml" in (tmp_path / "best.yaml").read_text()
+    n = export_trials(storage, "s", tmp_path / "trials.csv")
+    rows = (tmp_path / "trials.csv").read_text().splitlines()
+    assert n == 3
+    assert len(rows) == 4
+    assert rows[0].startswith("number,state,value")
+
+
+def test_status_shows_counts_best_and_running(storage_url: str, store: FeatureStore) -> None:
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    study = optuna.load_study(study_name="s", storage=storage)
+    add_trials(study)
+    running = study.ask()
+    running.set_user_attr("worker", "gpu-box:4242")
+    running.set_user_attr("device", "cuda:0")
+    running.report(0.4, 3)
+    text = study_status(storage, "s").render()
+    assert "study s: 3 of 5 trials finished" in text
+    assert "complete 3, running 1" in text
+    assert "best: trial 1, val loss 0.2000, val auc 0.800" in text
+    assert re.search(r"trial 3\s+gpu-box:4242\s+cuda:0\s+epoch 3", text)
+    assert "finished trials per hour" in text
+
+
+def test_missing_study_is_named(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(StudyError, match="study 'nope' does not exist in this storage"):
+        load_settings(storage, "nope")
+
+
+def test_slurm_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    script = slurm_script(
+        "mil",
+        workers=8,
+        storage="postgresql://tuner_worker:pw@db:5432/tuner",
+        time_limit="04:00:00",
+    )
+    assert "#SBATCH --array=0-7" in script
+    assert "#SBATCH --gres=gpu:1" in script
+    assert "#SBATCH --time=04:00:00" in script
+    assert "#SBATCH --signal=TERM@120" in script
+    assert "export TUNER_STORAGE=postgresql+psycopg2://tuner_worker@db:5432/tuner" in script
+    assert "srun tuner worker mil --device cuda" in script
+    assert "pw" not in script.replace("psycopg2", "")
+    multi = slurm_script("mil", workers=2, storage="postgresql://u@db/t", gpus_per_worker=4)
+    assert "srun tuner launch mil --gpus 0,1,2,3" in multi
+    with pytest.raises(TunerError, match="needs a shared PostgreSQL"):
+        slurm_script("mil", workers=2, storage=None)
+    with pytest.raises(TunerError, match="--time must look like"):
+        slurm_script("mil", workers=2, storage="postgresql://u@db/t", time_limit="4h")
+
+
+def test_launch_plans() -> None:
+    plans = plan_workers(gpus="0,2", per_gpu=2)
+    assert [p.label for p in plans] == ["gpu0.0", "gpu0.1", "gpu2.0", "gpu2.1"]
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "0", "2", "2"]
+    assert {p.device for p in plans} == {"cuda:0"}
+    cpu = plan_workers(workers=2, device="cpu")
+    assert [p.label for p in cpu] == ["w0", "w1"]
+    assert all(p.threads and p.threads >= 1 for p in cpu)
+    with pytest.raises(TunerError, match="--gpus must list GPU numbers"):
+        plan_workers(gpus="first")
+    with pytest.raises(TunerError, match="either --gpus or --workers"):
+        plan_workers(gpus="0", workers=2)

@@ -1,0 +1,75 @@
+"""Real worker processes on a real PostgreSQL study: budget, pruning, export, final training."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tests.helpers import run_tuner
+from tuner.features import FeatureStore
+from tuner.storage import open_storage
+
+SPACE = {
+    "train.lr": {"type": "float", "low": 1.0e-6, "high": 3.0e-2, "log": True},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+}
+TINY_CONFIG = {
+    "model": {"embed_dim": 16, "attn_dim": 8},
+    "train": {"epochs": 6, "batch_cases": 3, "early_stopping": None, "device": "cpu"},
+}
+
+
+def write_inputs(folder: Path, store: FeatureStore) -> tuple[Path, Path]:
+    config = folder / "base.yaml"
+    config.write_text(yaml.safe_dump({"data": {"features": str(store.path)}, **TINY_CONFIG}))
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    return config, space
+
+
+@pytest.mark.slow
+def test_two_workers_finish_the_budget_on_postgres(
+    pg_url: str, store: FeatureStore, tmp_path: Path, run_cli
+) -> None:
+    config, space = write_inputs(tmp_path, store)
+    env = {"TUNER_STORAGE": pg_url}
+    created = run_tuner(
+        "study", "create", "two-workers", "--features", store.path, "--space", space,
+        "--config", config, "--trials", 10, "--pruner", "asha", "--seed", 1, env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    launched = run_tuner("launch", "two-workers", "--workers", 2, env=env, timeout=600)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "[w0] worker done" in launched.stdout
+    assert "[w1] worker done" in launched.stdout
+
+    study = optuna.load_study(study_name="two-workers", storage=open_storage(pg_url))
+    trials = study.get_trials()
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 10
+    assert len(trials) == 10, "no trial lost or duplicated"
+    assert sorted(t.number for t in trials) == list(range(10))
+    assert states[TrialState.PRUNED] >= 1
+    for t in trials:
+        assert t.intermediate_values, f"trial {t.number} has no intermediate values"
+        assert t.user_attrs["device"] == "cpu"
+        assert "worker" in t.user_attrs
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == list(range(1, 7))
+            assert t.value == pytest.approx(min(t.intermediate_values.values()))
+            assert 0.0 <= t.user_attrs["val_auc"] <= 1.0
+
+    status = run_tuner("status", "two-workers", env=env)
+    assert "10 of 10 trials finished" in status.stdout
+
+    best = tmp_path / "best.yaml"
+    exported = run_cli("--quiet", "export", "two-workers", "--out", best, "--storage", pg_url)
+    assert exported.code == 0, exported.err
+    trained = run_cli("--quiet", "train", "--config", best, "--out", tmp_path / "final")
+    assert trained.code == 0, trained.err
+    assert (tmp_path / "final" / "metrics.json").is_file()

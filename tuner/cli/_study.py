@@ -1,0 +1,292 @@
+"""``tuner study create|delete|list``, ``worker``, ``launch``, ``slurm``, ``status``,
+``export`` and ``dashboard``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tuner.cli._options import PATH
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("tuner.cli")
+
+INTERACTIVE_RETRY_SECONDS = 15.0
+"""How long a command a person waits on (status, export, ...) retries an unreachable database."""
+
+
+def storage_option(f: F) -> F:
+    option = click.option(
+        "--storage", default=None, metavar="URL",
+        help="Study storage: postgresql://USER@HOST:PORT/DB or a SQLite file (default: "
+        "$TUNER_STORAGE, else the embedded store storage/tuner.db). Give the password with "
+        "PGPASSWORD or a file named by TUNER_DB_PASSWORD_FILE, not in the URL.",
+    )  # fmt: skip
+    return option(f)
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every study and trial at INFO; tuner says what matters itself."""
+    import optuna
+
+    if not logging.getLogger("tuner").isEnabledFor(logging.DEBUG):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _open(url: str | None, *, interactive: bool = True) -> Any:
+    from tuner.storage import open_storage
+
+    _quiet_optuna()
+    retry = None
+    if interactive and "TUNER_DB_RETRY_SECONDS" not in os.environ:
+        retry = INTERACTIVE_RETRY_SECONDS
+    return open_storage(url, retry_seconds=retry)
+
+
+@click.group()
+def study() -> None:
+    """Create, list and delete studies."""
+
+
+@study.command()
+@click.argument("name")
+@click.option("--features", type=PATH, required=True, help="Feature store the trials train on.")
+@click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
+@click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
+@click.option("--trials", default=50, show_default=True, help="Budget of finished trials.")
+@click.option(
+    "--pruner", type=click.Choice(["median", "asha", "hyperband", "none"]), default="median",
+    show_default=True,
+)  # fmt: skip
+@click.option(
+    "--sampler", type=click.Choice(["tpe", "random", "cmaes"]), default="tpe", show_default=True
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
+@storage_option
+def create(
+    name: str,
+    features: Path,
+    space: Path | None,
+    config: Path | None,
+    trials: int,
+    pruner: str,
+    sampler: str,
+    seed: int,
+    storage: str | None,
+) -> None:
+    """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
+    from tuner.study import create_study
+
+    opened = _open(storage)
+    result = create_study(
+        opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
+        sampler=sampler, seed=seed,
+    )  # fmt: skip
+    verb = "created" if result.created else "already exists (same settings)"
+    click.echo(
+        f"study {name} {verb}: {trials} trials, {sampler} sampler, {pruner} pruner, storage "
+        f"{opened.public_url}\nstart workers with: tuner worker {name}"
+    )
+
+
+@study.command("list")
+@storage_option
+def list_(storage: str | None) -> None:
+    """List the studies in the storage with their trial counts."""
+    import optuna
+
+    opened = _open(storage)
+    summaries = optuna.get_all_study_summaries(opened)
+    if not summaries:
+        click.echo(f"no studies in {opened.public_url}")
+    for s in summaries:
+        best = f", best {s.best_trial.value:.4f}" if s.best_trial else ""
+        click.echo(f"{s.study_name}: {s.n_trials} trials{best}")
+
+
+@study.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@storage_option
+def delete(name: str, yes: bool, storage: str | None) -> None:
+    """Delete study NAME and all its trials."""
+    import optuna
+
+    from tuner.study import load_settings
+
+    opened = _open(storage)
+    load_settings(opened, name)
+    if not yes:
+        click.confirm(f"delete study {name} and all its trials?", abort=True)
+    optuna.delete_study(study_name=name, storage=opened)
+    click.echo(f"deleted study {name}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--features", type=PATH, default=None, help="The study's store at another path.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--max-trials", type=int, default=None, help="Stop after this many trials.")
+@click.option("--poll", default=5.0, show_default=True, help="Seconds between budget checks.")
+@storage_option
+def worker(
+    name: str,
+    device: str,
+    features: Path | None,
+    threads: int | None,
+    max_trials: int | None,
+    poll: float,
+    storage: str | None,
+) -> None:
+    """Run trials of study NAME until its budget of finished trials is reached."""
+    from tuner.study import Interrupted, WorkerOptions, run_worker
+
+    options = WorkerOptions(
+        device=device, features=features, poll_seconds=poll, max_trials=max_trials,
+        threads=threads,
+    )  # fmt: skip
+    try:
+        report = run_worker(_open(storage, interactive=False), name, options)
+    except Interrupted as stop:
+        logger.warning("worker stopped by %s", stop)
+        raise click.exceptions.Exit(128 + stop.signum) from None
+    done = ", ".join(f"{v} {k}" for k, v in report.trials.items()) or "no trials"
+    click.echo(f"worker done: {done}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--gpus", default=None, help="GPU numbers, one worker each: 0,1,2,3.")
+@click.option("--per-gpu", default=1, show_default=True, help="Workers per GPU.")
+@click.option("--workers", type=int, default=None, help="Number of workers (with --device).")
+@click.option("--device", default="cpu", show_default=True, help="Device of --workers.")
+@click.option("--max-restarts", default=3, show_default=True, help="Restarts per crashed worker.")
+@storage_option
+def launch(
+    name: str,
+    gpus: str | None,
+    per_gpu: int,
+    workers: int | None,
+    device: str,
+    max_restarts: int,
+    storage: str | None,
+) -> None:
+    """Start and supervise local workers of study NAME; Ctrl-C stops them all."""
+    from tuner.storage import resolve_url
+    from tuner.study import launch_workers, plan_workers
+
+    plans = plan_workers(gpus=gpus, per_gpu=per_gpu, workers=workers, device=device)
+    url = resolve_url(storage)
+    target = url.url.render_as_string(hide_password=False) if storage else None
+    logger.info("launching %d worker(s) of study %s on %s", len(plans), name, url.public)
+    status = launch_workers(name, plans, storage_url=target, max_restarts=max_restarts)
+    if status:
+        raise click.exceptions.Exit(status)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--workers", type=int, required=True, help="Array tasks (one worker each).")
+@click.option("--gpus-per-worker", default=1, show_default=True, help="GPUs per task.")
+@click.option("--time", "time_limit", default="12:00:00", show_default=True, help="HH:MM:SS.")
+@click.option("--cpus-per-task", default=8, show_default=True)
+@click.option("--partition", default=None, help="SLURM partition.")
+@storage_option
+def slurm(
+    name: str,
+    workers: int,
+    gpus_per_worker: int,
+    time_limit: str,
+    cpus_per_task: int,
+    partition: str | None,
+    storage: str | None,
+) -> None:
+    """Print an sbatch array script that runs workers of study NAME on a cluster."""
+    from tuner.study import slurm_script
+
+    script = slurm_script(
+        name, workers=workers, storage=storage, gpus_per_worker=gpus_per_worker,
+        time_limit=time_limit, cpus_per_task=cpus_per_task, partition=partition,
+    )  # fmt: skip
+    click.echo(script, nl=False)
+
+
+@click.command()
+@click.argument("name")
+@storage_option
+def status(name: str, storage: str | None) -> None:
+    """Trials by state, the best so far, running trials, throughput."""
+    from tuner.study import study_status
+
+    click.echo(study_status(_open(storage), name).render())
+
+
+@click.command()
+@click.argument("name")
+@click.option("--out", type=PATH, default=None, help="Write the best trial's config here.")
+@click.option("--trials", "trials_csv", type=PATH, default=None, help="Write all trials as CSV.")
+@storage_option
+def export(name: str, out: Path | None, trials_csv: Path | None, storage: str | None) -> None:
+    """Export the best trial of study NAME as a config for 'tuner train' (and all trials)."""
+    from tuner.errors import TunerError
+    from tuner.study import export_best, export_trials
+
+    if out is None and trials_csv is None:
+        raise TunerError("say what to export: --out best.yaml and/or --trials trials.csv")
+    opened = _open(storage)
+    if out is not None:
+        best = export_best(opened, name, out, storage_url=opened.public_url)
+        click.echo(f"wrote {out}: trial {best.number}, val loss {best.value:.4f}")
+    if trials_csv is not None:
+        n = export_trials(opened, name, trials_csv)
+        click.echo(f"wrote {trials_csv}: {n} trials")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@storage_option
+def dashboard(host: str, port: int, storage: str | None) -> None:
+    """Serve optuna-dashboard on the study storage (localhost only unless told otherwise)."""
+    from optuna_dashboard import run_server
+
+    opened = _open(storage)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning(
+            "the dashboard has no authentication and is bound to %s: anyone who reaches this "
+            "port sees and can edit the studies; prefer an SSH tunnel or a reverse proxy with "
+            "authentication",
+            host,
+        )
+    click.echo(f"dashboard of {opened.public_url}: http://{host}:{port}/dashboard/", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(opened, host=host, port=port)
+
+
+@click.command()
+@click.argument("folder", type=PATH, default=Path("tuner-quickstart"))
+@click.option("--cases", default=60, show_default=True, help="Cases of the demo dataset.")
+@click.option("--trials", default=16, show_default=True, help="Budget of the study.")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes.")
+@click.option("--epochs", default=20, show_default=True, help="Most epochs per trial.")
+def quickstart(folder: Path, cases: int, trials: int, workers: int, epochs: int) -> None:
+    """The whole flow on the embedded store with a demo dataset, in a few minutes on a CPU.
+
+    Demo data, features, a study, local workers, export of the best trial, final training.
+    """
+    from tuner.cli._options import progress_enabled
+    from tuner.quickstart import QuickstartOptions, run_quickstart
+
+    _quiet_optuna()
+    options = QuickstartOptions(
+        folder=folder, cases=cases, trials=trials, workers=workers, epochs=epochs,
+        progress=progress_enabled(),
+    )  # fmt: skip
+    run_quickstart(options, click.echo)

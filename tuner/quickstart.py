@@ -1,0 +1,110 @@
+"""``tuner quickstart``: the whole flow on the embedded store, in minutes on a laptop CPU.
+
+Demo data -> feature store -> study -> two local worker processes -> export of the best
+trial -> final training and test. Run again in the same folder, it reuses what is there (the
+study is complete, so the workers stop at once) and trains a new final run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tuner.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
+from tuner.data import write_demo_dataset
+from tuner.errors import TunerError
+from tuner.features import ExtractOptions, extract_features
+from tuner.search import DEFAULT_SPACE
+from tuner.storage import open_storage
+from tuner.study import create_study, export_best, launch_workers, plan_workers
+from tuner.training import train_run
+
+__all__ = ["QuickstartOptions", "QuickstartResult", "run_quickstart"]
+
+logger = logging.getLogger(__name__)
+
+STUDY = "quickstart"
+QUICK_SPACE = DEFAULT_SPACE.with_name("quick_space.yaml")
+
+
+@dataclass(frozen=True)
+class QuickstartOptions:
+    folder: Path = Path("tuner-quickstart")
+    cases: int = 60
+    trials: int = 16
+    workers: int = 2
+    epochs: int = 20
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    storage_url: str
+    best_config: Path
+    run: Path
+    test_metrics: dict[str, float | int | None]
+
+
+def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> QuickstartResult:
+    folder = options.folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    demo = folder / "demo"
+
+    echo(f"[1/6] demo dataset: {options.cases} cases in {demo}")
+    if not (demo / "labels.csv").is_file():
+        write_demo_dataset(demo, cases=options.cases, seed=options.seed)
+
+    echo("[2/6] feature store (DenseNet121 with random weights: this machine may be offline)")
+    store = extract_features(
+        demo / "patches", demo / "labels.csv", folder / "features",
+        ExtractOptions(weights="random", seed=options.seed, progress=options.progress),
+    )  # fmt: skip
+
+    storage_url = f"sqlite:///{folder / 'storage' / 'tuner.db'}"
+    (folder / "storage").mkdir(exist_ok=True)
+    base = RunConfig(
+        data=DataConfig(features=store.path),
+        model=ModelConfig(),
+        train=TrainConfig(epochs=options.epochs, early_stopping=6, seed=options.seed),
+    )
+    save_config(base, folder / "base.yaml", header="# base config of the quickstart study\n")
+    echo(f"[3/6] study {STUDY!r}: {options.trials} trials, TPE sampler, median pruner")
+    storage = open_storage(storage_url)
+    create_study(
+        storage, STUDY, store.path, space=QUICK_SPACE, config=folder / "base.yaml",
+        trials=options.trials, seed=options.seed,
+    )  # fmt: skip
+
+    echo(f"[4/6] {options.workers} local workers run the trials (logs prefixed [w0], [w1], ...)")
+    status = launch_workers(
+        STUDY, plan_workers(workers=options.workers, device="cpu"), storage_url=storage_url
+    )
+    if status != 0:
+        raise TunerError(f"the quickstart workers stopped with status {status}; see their logs")
+
+    best_path = folder / "best.yaml"
+    best = export_best(storage, STUDY, best_path, storage_url=storage_url)
+    echo(f"[5/6] best trial {best.number} (val loss {best.value:.4f}) exported to {best_path}")
+
+    run = folder / "runs" / f"final-{datetime.now():%Y%m%d-%H%M%S}"
+    echo(f"[6/6] final training with the best config into {run}")
+    result = train_run(load_config(best_path), run, progress=options.progress)
+    test = result.metrics["test"]
+
+    echo("")
+    echo("best configuration:")
+    for key, value in best.params.items():
+        echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    echo("test metrics of the final model: " + json.dumps(_rounded(test)))
+    echo(f"run folder: {run}")
+    echo(f"open the dashboard with:\n  tuner dashboard --storage {storage_url}")
+    return QuickstartResult(storage_url, best_path, run, test)
+
+
+def _rounded(metrics: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -1,0 +1,122 @@
+"""Study storage: the embedded default or PostgreSQL, patient with outages, heartbeats on.
+
+``open_storage`` returns an :class:`optuna.storages.RDBStorage` (a subclass that retries
+transient database errors), so ``optuna.load_study(study_name=..., storage=open_storage(url))``
+and every Optuna tool work with it exactly as tuner does.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from sqlalchemy import event
+
+from tuner.storage._lock import study_lock
+from tuner.storage._rdb import RetryingRDBStorage, is_transient
+from tuner.storage._url import (
+    EMBEDDED_PATH,
+    PASSWORD_FILE_ENV,
+    STORAGE_ENV,
+    StorageURL,
+    public_url,
+    resolve_url,
+)
+
+__all__ = [
+    "EMBEDDED_PATH",
+    "PASSWORD_FILE_ENV",
+    "STORAGE_ENV",
+    "RetryingRDBStorage",
+    "StorageURL",
+    "is_transient",
+    "open_storage",
+    "public_url",
+    "resolve_url",
+    "study_lock",
+]
+
+HEARTBEAT_INTERVAL = 10
+"""Seconds between a running trial's heartbeats."""
+GRACE_PERIOD = 60
+"""Seconds without a heartbeat after which a running trial counts as dead and is retried."""
+MAX_RETRY = 3
+"""How many times a dead worker's trial is retried with the same parameters."""
+
+
+def _env_number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    retry_seconds: float | None = None,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> RetryingRDBStorage:
+    """The storage the workers use: embedded SQLite when ``url`` and ``TUNER_STORAGE`` are unset.
+
+    Heartbeats are on (a dead worker's trial is failed after ``grace_period`` seconds and its
+    parameters retried, with their intermediate values); database errors are retried for
+    ``retry_seconds``. Defaults come from ``TUNER_HEARTBEAT_INTERVAL``,
+    ``TUNER_HEARTBEAT_GRACE`` and ``TUNER_DB_RETRY_SECONDS``, else 10 s, 60 s and 300 s.
+    """
+    resolved = resolve_url(url)
+    interval = heartbeat_interval or int(
+        _env_number("TUNER_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+    )
+    grace = grace_period or int(_env_number("TUNER_HEARTBEAT_GRACE", GRACE_PERIOD))
+    retry = (
+        retry_seconds if retry_seconds is not None else _env_number("TUNER_DB_RETRY_SECONDS", 300)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental"
+        storage = RetryingRDBStorage(
+            resolved.url.render_as_string(hide_password=False),
+            public_url=resolved.public,
+            retry_seconds=retry,
+            engine_kwargs=_engine_kwargs(resolved),
+            heartbeat_interval=interval,
+            grace_period=max(grace, 2 * interval),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY, inherit_intermediate_values=True
+            ),
+        )
+    if resolved.kind == "sqlite":
+        event.listen(storage.engine, "connect", _sqlite_pragmas)
+    return storage
+
+
+def _engine_kwargs(resolved: StorageURL) -> dict[str, Any]:
+    if resolved.kind == "sqlite":
+        return {"connect_args": {"timeout": 60}}
+    connect_args: dict[str, Any] = {
+        "connect_timeout": 10,
+        "application_name": "tuner",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    if resolved.password is not None:
+        connect_args["password"] = resolved.password
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 2,
+        "max_overflow": 2,
+        "pool_timeout": 30,
+        "pool_recycle": 1800,
+        "connect_args": connect_args,
+    }
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,179 @@
+"""Optuna's RDB storage, made patient: every call retries transient database errors.
+
+A worker outlives database restarts: a call that fails because the server is gone (connection
+refused, reset, admin shutdown, a serialisation failure) is retried with exponential backoff
+until it works or ``retry_seconds`` have passed; then a :class:`~tuner.errors.StorageError`
+says so in one line. Errors that waiting cannot fix (wrong password, unknown database or role)
+fail at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState
+from sqlalchemy import exc as sa_exc
+
+from tuner.errors import StorageError
+
+__all__ = ["RetryingRDBStorage", "is_transient"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PERMANENT = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",
+    "permission denied",
+    "pg_hba.conf",
+    "could not translate host name",
+    "authentication failed",
+)
+
+# Public storage methods, plus the two heartbeat internals Optuna calls.
+_RETRIED = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
+    "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+)  # fmt: skip
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _database_error(error: BaseException) -> sa_exc.SQLAlchemyError | None:
+    """The SQLAlchemy error behind ``error`` (Optuna wraps some in StorageInternalError)."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(
+            current, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError
+        ):
+            return current
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether waiting and trying again may fix a database error."""
+    db = _database_error(error)
+    if db is None:
+        return False
+    text = str(_root_cause(db)).lower()
+    return not any(marker in text for marker in _PERMANENT)
+
+
+def describe_database_error(error: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's boilerplate (it holds no password)."""
+    db = _database_error(error) or error
+    origin = getattr(db, "orig", None) or _root_cause(db)
+    lines = [line.strip() for line in str(origin).strip().splitlines() if line.strip()]
+    return "; ".join(lines[:2])[:300] or type(origin).__name__
+
+
+class RetryingRDBStorage(RDBStorage):
+    """:class:`optuna.storages.RDBStorage` whose calls wait out database outages."""
+
+    def __init__(
+        self, url: str, *, public_url: str, retry_seconds: float = 300.0, **kwargs: Any
+    ) -> None:
+        self.public_url = public_url
+        self.retry_seconds = retry_seconds
+        self._retry(functools.partial(RDBStorage.__init__, self, url, **kwargs), "connecting")
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except (optuna.exceptions.StorageInternalError, sa_exc.SQLAlchemyError) as error:
+                if not is_transient(error):
+                    if _database_error(error) is None:
+                        raise
+                    raise StorageError(
+                        f"the study database at {self.public_url} refused the connection: "
+                        f"{describe_database_error(error)}; check the user, database and password "
+                        "(PGPASSWORD or TUNER_DB_PASSWORD_FILE)"
+                    ) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StorageError(
+                        f"the study database at {self.public_url} has been unreachable for "
+                        f"{self.retry_seconds:.0f} s ({describe_database_error(error)}); start "
+                        "it, or raise TUNER_DB_RETRY_SECONDS"
+                    ) from None
+                wait = min(delay, left) * random.uniform(0.8, 1.2)
+                logger.warning(
+                    "study database unreachable while %s (%s); retrying in %.1f s",
+                    what, describe_database_error(error), wait,
+                )  # fmt: skip
+                self._reset_connections()
+                time.sleep(wait)
+                delay = min(delay * 2, 10.0)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, plus running trials that never sent a heartbeat.
+
+        A worker killed between starting a trial and its first heartbeat would otherwise leave
+        the trial running for ever; such a trial is stale once it is older than the grace
+        period.
+        """
+        stale = set(RDBStorage._get_stale_trial_ids(self, study_id))
+        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        now = datetime.now()  # trial start times are the workers' local clocks too
+        with _create_scoped_session(self.scoped_session, True) as session:
+            silent = (
+                session.query(models.TrialModel)
+                .outerjoin(models.TrialHeartbeatModel)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all()
+            )
+            for trial in silent:
+                started = trial.datetime_start
+                if started is not None and now - started.replace(tzinfo=None) > grace:
+                    stale.add(int(trial.trial_id))
+        return sorted(stale)
+
+    def _reset_connections(self) -> None:
+        try:
+            self.scoped_session.remove()
+            self.engine.dispose()
+        except (AttributeError, sa_exc.SQLAlchemyError):
+            pass
+
+
+def _retrying(name: str) -> Callable[..., Any]:
+    method = getattr(RetryingRDBStorage, name)  # an override of this class, or RDBStorage's
+
+    @functools.wraps(method)
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retry(functools.partial(method, self, *args, **kwargs), name)
+
+    return call
+
+
+for _name in _RETRIED:
+    setattr(RetryingRDBStorage, _name, _retrying(_name))

@@ -1,0 +1,133 @@
+"""``tuner study create``: a study that holds everything its workers need."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+
+import tuner
+from tuner.config import DataConfig, RunConfig, load_config
+from tuner.errors import StudyError
+from tuner.features import FeatureStore
+from tuner.search import load_space
+from tuner.storage import RetryingRDBStorage
+from tuner.study._settings import PRUNERS, SAMPLERS, SETTINGS_KEY, StudySettings
+from tuner.training import resolve_splits
+
+__all__ = ["CreateResult", "create_study"]
+
+logger = logging.getLogger(__name__)
+
+
+class CreateResult:
+    def __init__(self, settings: StudySettings, created: bool) -> None:
+        self.settings = settings
+        self.created = created
+
+
+def create_study(
+    storage: RetryingRDBStorage,
+    name: str,
+    features: Path,
+    *,
+    space: Path | None = None,
+    config: Path | None = None,
+    trials: int = 50,
+    pruner: str = "median",
+    sampler: str = "tpe",
+    seed: int = 0,
+) -> CreateResult:
+    """Create the study ``name``, or confirm that it exists with exactly these settings.
+
+    Everything is checked before the study is touched: the store (and its checksum), the
+    config, the search space against the config, and the split.
+    """
+    if trials < 1:
+        raise StudyError(f"--trials must be at least 1, but got {trials}")
+    if pruner not in PRUNERS:
+        raise StudyError(f"--pruner must be one of {', '.join(PRUNERS)}, but got {pruner!r}")
+    if sampler not in SAMPLERS:
+        raise StudyError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
+    store = FeatureStore.open(features)
+    base = _base_config(config, store)
+    search = load_space(space)
+    search.validate(base, source=f"search space {str(space or 'default')!r}")
+    splits = resolve_splits(base, store)
+    settings = StudySettings(
+        space=search.to_dict(),
+        base_config=base.to_dict(),
+        features={"path": str(store.path.resolve()), "checksum": store.checksum},
+        splits=splits.to_dict(),
+        budget=trials,
+        pruner=pruner,
+        sampler=sampler,
+        seed=seed,
+        tuner_version=tuner.__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize", load_if_exists=True
+    )
+    study_id = storage.get_study_id_from_name(name)
+    existing = storage.get_study_system_attrs(study_id).get(SETTINGS_KEY)
+    if existing is None:
+        if study.trials:
+            raise StudyError(
+                f"study {name!r} exists with {len(study.trials)} trials but was not made by "
+                "tuner; choose another name"
+            )
+        if study.direction != optuna.study.StudyDirection.MINIMIZE:
+            raise StudyError(f"study {name!r} exists and maximises; choose another name")
+        storage.set_study_system_attr(study_id, SETTINGS_KEY, asdict(settings))
+        _describe_for_dashboard(storage, study_id, settings)
+        logger.info(
+            "created study %s: %d trials, %s sampler, %s pruner", name, trials, sampler, pruner
+        )
+        return CreateResult(settings, created=True)
+    old = StudySettings(**existing)
+    differs = [k for k, v in settings.comparable().items() if old.comparable()[k] != v]
+    if differs:
+        raise StudyError(
+            f"study {name!r} already exists with a different {', '.join(differs)}; choose another "
+            "name, or delete it first with 'tuner study delete'"
+        )
+    logger.info("study %s already exists with these settings; nothing to do", name)
+    return CreateResult(old, created=False)
+
+
+def _base_config(path: Path | None, store: FeatureStore) -> RunConfig:
+    if path is None:
+        base = RunConfig(data=DataConfig(features=store.path.resolve()))
+    else:
+        base = load_config(path)
+        if base.data.features.resolve() != store.path.resolve():
+            logger.info("the study uses --features %s instead of the config's store", store.path)
+    base = base.model_copy(deep=True)
+    base.data.features = store.path.resolve()
+    base.data.checksum = store.checksum
+    if base.data.split.folds is not None:
+        raise StudyError(
+            "a study tunes on one train/validation split; set data.split.folds to null in the "
+            "base config (use k folds for the final 'tuner train' instead)"
+        )
+    return base
+
+
+def _describe_for_dashboard(
+    storage: RetryingRDBStorage, study_id: int, settings: StudySettings
+) -> None:
+    summary = {
+        "budget": settings.budget,
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "features": settings.features["path"],
+        "parameters": ", ".join(settings.space),
+        "epochs": settings.epochs,
+        "tuner_version": settings.tuner_version,
+    }
+    for key, value in summary.items():
+        storage.set_study_user_attr(study_id, key, value)

@@ -1,0 +1,62 @@
+"""``tuner slurm``: an sbatch array script whose tasks run workers against the same Postgres."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from tuner.errors import TunerError
+from tuner.storage import resolve_url
+
+__all__ = ["slurm_script"]
+
+
+def slurm_script(
+    study: str,
+    *,
+    workers: int,
+    storage: str | None,
+    gpus_per_worker: int = 1,
+    time_limit: str = "12:00:00",
+    cpus_per_task: int = 8,
+    partition: str | None = None,
+) -> str:
+    """The script; one array task per worker, each running one worker per GPU it gets."""
+    if workers < 1:
+        raise TunerError(f"--workers must be at least 1, but got {workers}")
+    if gpus_per_worker < 1:
+        raise TunerError(f"--gpus-per-worker must be at least 1, but got {gpus_per_worker}")
+    if not re.fullmatch(r"(\d+-)?\d{1,3}:\d\d:\d\d", time_limit):
+        raise TunerError(f"--time must look like HH:MM:SS or D-HH:MM:SS, but got {time_limit!r}")
+    resolved = resolve_url(storage)
+    if resolved.kind != "postgresql":
+        raise TunerError(
+            "a cluster needs a shared PostgreSQL study database; pass --storage "
+            "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)"
+        )
+    name = shlex.quote(study)
+    if gpus_per_worker == 1:
+        run = f"srun tuner worker {name} --device cuda"
+    else:
+        gpu_list = ",".join(str(i) for i in range(gpus_per_worker))
+        run = f"srun tuner launch {name} --gpus {gpu_list}"
+    partition_line = f"#SBATCH --partition={partition}\n" if partition else ""
+    return f"""#!/bin/bash
+#SBATCH --job-name=tuner-{study}
+#SBATCH --array=0-{workers - 1}
+#SBATCH --gres=gpu:{gpus_per_worker}
+#SBATCH --cpus-per-task={cpus_per_task}
+#SBATCH --time={time_limit}
+#SBATCH --signal=TERM@120
+#SBATCH --requeue
+#SBATCH --output=tuner-{study}-%A_%a.log
+{partition_line}#
+# Workers of study {study}. Submit with: sbatch THIS_FILE
+# SLURM sends SIGTERM two minutes before the time limit: the running trial is then failed as
+# "interrupted" and queued for another worker, so a pre-empted task loses no trial.
+# The database password is read from PGPASSWORD or from the file named by
+# TUNER_DB_PASSWORD_FILE in the job's environment; it is never written here.
+set -euo pipefail
+export TUNER_STORAGE={shlex.quote(resolved.public)}
+{run}
+"""

@@ -1,0 +1,106 @@
+"""``tuner status``: trials by state, the best so far, who runs what, and how fast."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.study._budget import Budget
+from tuner.study._settings import StudySettings, load_settings
+
+__all__ = ["StudyStatus", "study_status"]
+
+
+@dataclass
+class StudyStatus:
+    name: str
+    settings: StudySettings
+    budget: Budget
+    states: dict[str, int]
+    best: FrozenTrial | None
+    running: list[FrozenTrial]
+    per_hour: float | None
+    per_hour_recent: int
+    now: datetime
+
+    def render(self) -> str:
+        b = self.budget
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.states.items())) or "none"
+        lines = [
+            f"study {self.name}: {b.done} of {b.budget} trials finished; "
+            f"trials by state: {states}",
+            f"sampler {self.settings.sampler}, pruner {self.settings.pruner}, "
+            f"{self.settings.epochs} epochs at most, store {self.settings.features['path']}",
+        ]
+        if self.best is not None:
+            auc = self.best.user_attrs.get("val_auc")
+            lines.append(
+                f"best: trial {self.best.number}, val loss {self.best.value:.4f}"
+                + (f", val auc {auc:.3f}" if isinstance(auc, float) else "")
+            )
+            lines += [f"  {k}: {_short(v)}" for k, v in self.best.params.items()]
+        else:
+            lines.append("best: no finished trial yet")
+        if self.running:
+            lines.append("running:")
+            for t in self.running:
+                age = self.now - t.datetime_start if t.datetime_start else timedelta(0)
+                epoch = max(t.intermediate_values, default=0)
+                lines.append(
+                    f"  trial {t.number:<5} {t.user_attrs.get('worker', '?'):<24} "
+                    f"{t.user_attrs.get('device', '?'):<8} epoch {epoch:<4} for {_age(age)}"
+                )
+        if self.per_hour is not None:
+            lines.append(
+                f"throughput: {self.per_hour:.1f} finished trials per hour "
+                f"({self.per_hour_recent} in the last hour)"
+            )
+        return "\n".join(lines)
+
+
+def study_status(storage: BaseStorage, name: str) -> StudyStatus:
+    settings = load_settings(storage, name)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished() and t.datetime_complete]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    now = datetime.now()
+    per_hour = None
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    if finished and starts:
+        hours = (max(t.datetime_complete for t in finished) - min(starts)).total_seconds() / 3600  # type: ignore[type-var,operator]
+        per_hour = len(finished) / hours if hours > 0 else None
+    recent = sum(
+        1
+        for t in finished
+        if t.datetime_complete and now - t.datetime_complete < timedelta(hours=1)
+    )
+    return StudyStatus(
+        name=name,
+        settings=settings,
+        budget=Budget.count(trials, settings.budget),
+        states=dict(Counter(t.state.name for t in trials)),
+        best=min(complete, key=lambda t: t.value or 0.0) if complete else None,
+        running=[t for t in trials if t.state == TrialState.RUNNING],
+        per_hour=per_hour,
+        per_hour_recent=recent,
+        now=now,
+    )
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
