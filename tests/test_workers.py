@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -73,3 +74,66 @@ def test_two_workers_finish_the_budget_on_postgres(
     trained = run_cli("--quiet", "train", "--config", best, "--out", tmp_path / "final")
     assert trained.code == 0, trained.err
     assert (tmp_path / "final" / "metrics.json").is_file()
+
+
+def create(
+    store: FeatureStore, folder: Path, url: str, *, space: dict, trials: int, **train
+) -> None:  # type: ignore[no-untyped-def]
+    config = folder / "base.yaml"
+    tiny = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], **train}}
+    config.write_text(yaml.safe_dump({"data": {"features": str(store.path)}, **tiny}))
+    (folder / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    result = run_tuner(
+        "study", "create", "s", "--features", store.path, "--space", folder / "space.yaml",
+        "--config", config, "--trials", trials, "--pruner", "none", env={"TUNER_STORAGE": url},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_diverging_trials_fail_with_their_reason_and_the_worker_goes_on(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    space = {"train.lr": {"type": "float", "low": 1e25, "high": 1e30, "log": True}}
+    create(store, tmp_path, url, space=space, trials=2, scheduler="none")
+    result = run_tuner("worker", "s", "--device", "cpu", env={"TUNER_STORAGE": url}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "worker done: 2 failed" in result.stdout
+    trials = optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("training diverged at epoch" in t.user_attrs["fail_reason"] for t in trials)
+
+
+def test_sigterm_fails_the_trial_as_interrupted_and_queues_it_again(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    create(store, tmp_path, url, space=SPACE, trials=3, epochs=100000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "worker", "s", "--device", "cpu"],
+        env={**os.environ, "TUNER_STORAGE": url}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    storage = open_storage(url)
+
+    def reported() -> bool:
+        trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+        return bool(trials and trials[0].intermediate_values)
+
+    deadline = time.monotonic() + 120
+    while not reported() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "trial 0 interrupted; queued to be retried" in stderr
+    trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[1].params == trials[0].params
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].intermediate_values == trials[0].intermediate_values

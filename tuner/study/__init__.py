@@ -4,6 +4,7 @@ from tuner.study._budget import Budget, next_action, slot_of
 from tuner.study._create import CreateResult, create_study
 from tuner.study._export import best_config, export_best, export_trials
 from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
+from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
 from tuner.study._settings import (
     PRUNERS,
     SAMPLERS,
@@ -15,7 +16,7 @@ from tuner.study._settings import (
 )
 from tuner.study._slurm import slurm_script
 from tuner.study._status import StudyStatus, study_status
-from tuner.study._worker import Interrupted, WorkerOptions, WorkerReport, run_worker
+from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
 
 __all__ = [
     "PRUNERS",
@@ -24,8 +25,10 @@ __all__ = [
     "Budget",
     "CreateResult",
     "Interrupted",
+    "Objective",
     "StudySettings",
     "StudyStatus",
+    "TrainingObjective",
     "WorkerOptions",
     "WorkerPlan",
     "WorkerReport",
@@ -39,6 +42,7 @@ __all__ = [
     "make_sampler",
     "next_action",
     "plan_workers",
+    "run_trials",
     "run_worker",
     "slot_of",
     "slurm_script",

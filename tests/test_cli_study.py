@@ -1,0 +1,108 @@
+"""The study commands from the command line, and their one-line answers to bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_tuner
+from tuner.features import FeatureStore
+
+QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    monkeypatch.setenv("TUNER_STORAGE", url)
+    return url
+
+
+def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> None:
+    result = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
+    assert result.code == 0, result.err
+    assert f"study mil created: 50 trials, tpe sampler, median pruner, storage {db}" in result.out
+    again = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
+    assert "already exists (same settings)" in again.out
+    listed = run_cli("study", "list")
+    assert "mil: 0 trials" in listed.out
+    status = run_cli("status", "mil")
+    assert "study mil: 0 of 50 trials finished" in status.out
+    assert "best: no finished trial yet" in status.out
+    deleted = run_cli("study", "delete", "mil", "--yes")
+    assert deleted.code == 0
+    assert "no studies" in run_cli("study", "list").out
+
+
+CREATE = ["study", "create"]
+BAD = [
+    ("missing study", ["status", "nope"], "study 'nope' does not exist in this storage"),
+    ("worker of missing study", ["worker", "nope", "--device", "cpu"],
+     "study 'nope' does not exist"),
+    ("export without target", ["export", "mil"], "say what to export"),
+    ("unknown scheme", ["status", "mil", "--storage", "mysql://u@h/db"],
+     "unknown storage URL scheme 'mysql'"),
+    ("missing space", [*CREATE, "x", "--features", "{store}", "--space", "/none.yaml"],
+     "search space '/none.yaml' not found"),
+    ("missing store", [*CREATE, "x", "--features", "/none"],
+     "feature store '/none' does not exist"),
+    ("different space", [*CREATE, "mil", "--features", "{store}"],
+     "already exists with a different space"),
+    ("export without trials", ["export", "mil", "--out", "{tmp}/best.yaml"],
+     "has no complete trial yet"),
+    ("bad gpu list", ["launch", "mil", "--gpus", "a,b"], "--gpus must list GPU numbers"),
+    ("slurm on embedded", ["slurm", "mil", "--workers", "2"], "needs a shared PostgreSQL"),
+    ("gpu that does not exist", ["worker", "mil", "--device", "cuda:9"],
+     "--device 'cuda:9' does not exist"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line(
+    name: str, args: list[str], message: str, run_cli, db: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    assert run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK).code == 0
+    argv = [a.format(store=store.path, tmp=tmp_path) for a in args]
+    result = run_cli(*argv)
+    assert result.code != 0
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert message in lines[0]
+    assert not (tmp_path / "best.yaml").exists()
+
+
+def test_unreachable_database_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    result = run_tuner(
+        "status", "mil", "--storage", "postgresql://tuner@127.0.0.1:1/tuner",
+        env={"TUNER_DB_RETRY_SECONDS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("tuner: error: the study database at ")
+    assert "unreachable for 1 s" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_flow(tmp_path: Path) -> None:
+    result = run_tuner(
+        "quickstart", tmp_path / "qs", "--cases", 12, "--trials", 4, "--epochs", 3,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for step in range(1, 7):
+        assert f"[{step}/6]" in out
+    assert "test metrics of the final model:" in out
+    assert f"tuner dashboard --storage sqlite:///{tmp_path / 'qs' / 'storage' / 'tuner.db'}" in out
+    folder = tmp_path / "qs"
+    assert (folder / "best.yaml").is_file()
+    runs = list((folder / "runs").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "metrics.json").is_file()
+    again = run_tuner(
+        "quickstart", folder, "--cases", 12, "--trials", 4, "--epochs", 3, timeout=900
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list((folder / "runs").iterdir())) == 2
