@@ -14,7 +14,7 @@ logger = logging.getLogger("tuner.cli")
 
 @click.command("demo-data")
 @click.argument("out", type=PATH)
-@click.option("--cases", default=60, show_default=True, help="Cases (half of them high grade).")
+@click.option("--cases", default=100, show_default=True, help="Cases (half of them high grade).")
 @click.option("--seed", default=0, show_default=True, help="The same seed gives the same files.")
 @click.option("--image-size", default=64, show_default=True, help="Patch size in pixels.")
 def demo_data(out: Path, cases: int, seed: int, image_size: int) -> None:

@@ -6,11 +6,14 @@ lesion patch, for checking where a model attends). Every case has up to three st
 Melan-A, SOX10), a few tissue slices per stain, and a dozen or so patches per slice.
 
 The class signal is carried by a minority of patches: a high-grade case holds lesion patches
-(large atypical nuclei in H&E, dense red cytoplasm in Melan-A, crowded brown nuclei in SOX10)
-in some slices of one or two of its stains, 5-15% of its patches in all. Benign cases hold none.
-Both classes share the nuisance variation that makes averaging all patches a poor detector:
-stain intensity per slice, cellularity, blank background patches, and dense but harmless
-inflammatory patches (many small dark nuclei) in either class.
+(large atypical nuclei in H&E, large red cells in Melan-A, large brown nuclei in SOX10) in some
+slices of one or two of its stains, 5-10% of its patches in all. Benign cases hold none. Both
+classes share the nuisance that makes averaging all patches a poor detector: benign nevus
+nests (small, regular melanocytes in the same colours as a lesion) in up to 40% of the
+patches, stain intensity per slice, cellularity, blank background and dense inflammatory
+patches. An attention model picks out the few large-cell patches; a mean of all patches mostly
+measures how much nevus a case has. On the default 100 cases, 5-fold cross-validation gave a
+test AUC of 1.00 with attention and 0.82-0.85 with mean pooling (docs/results.md).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ _RED: Color = (176, 54, 60)  # red chromogen (Melan-A)
 class DemoSpec:
     """Size of the demo dataset."""
 
-    cases: int = 60
+    cases: int = 100
     image_size: int = 64
     slices: tuple[int, int] = (2, 4)
     patches_per_slice: tuple[int, int] = (8, 16)
@@ -55,7 +58,7 @@ class DemoSpec:
 def write_demo_dataset(
     out: Path | str,
     *,
-    cases: int = 60,
+    cases: int = 100,
     seed: int = 0,
     image_size: int = 64,
     slices: tuple[int, int] = (2, 4),
@@ -109,6 +112,7 @@ def _write_case(
     }
     lesions = _lesion_plan(layout, rng) if positive else {}
     inflamed = rng.uniform(0.0, 0.2)
+    nevus = rng.uniform(0.0, 0.4)
     written: list[str] = []
     for stain, sizes in layout.items():
         for slice_number, n_patches in enumerate(sizes, start=1):
@@ -120,6 +124,8 @@ def _write_case(
                 kind = (
                     "lesion"
                     if patch_number in lesion_patches
+                    else "nevus"
+                    if rng.random() < nevus
                     else "inflamed"
                     if rng.random() < inflamed
                     else "blank"
@@ -139,7 +145,7 @@ def _lesion_plan(
 ) -> dict[tuple[str, int], set[int]]:
     """Choose lesion patches: one or two stains, some of their slices, 5-15% of all patches."""
     total = sum(sum(sizes) for sizes in layout.values())
-    target = max(1, round(total * rng.uniform(0.05, 0.15)))
+    target = max(1, round(total * rng.uniform(0.05, 0.10)))
     stains = list(layout)
     chosen = rng.choice(stains, size=min(len(stains), int(rng.integers(1, 3))), replace=False)
     candidates = [
@@ -189,6 +195,19 @@ def _render(
         blobs(int(rng.integers(10, 35)), (1.4, 2.6), nucleus)
         if stain != "HE" and rng.random() < 0.3:  # a few normal melanocytes
             blobs(int(rng.integers(1, 3)), (1.4, 2.2), _DAB if stain == "SOX10" else _RED)
+    if kind == "nevus":  # benign nests of small, regular melanocytes: colour like a lesion
+        colour = (
+            tuple(c * 0.75 for c in nucleus)
+            if stain == "HE"
+            else _DAB
+            if stain == "SOX10"
+            else _RED
+        )
+        cx, cy = rng.uniform(size * 0.25, size * 0.75, 2)
+        for _ in range(int(rng.integers(10, 20))):
+            x, y = cx + rng.normal(0, size / 8), cy + rng.normal(0, size / 8)
+            r = rng.uniform(1.8, 2.6) * scale
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in colour))
     if kind == "lesion":
         if stain == "HE":
             blobs(int(rng.integers(8, 14)), (3.5, 5.5), tuple(c * 0.65 for c in nucleus), 18)
@@ -196,5 +215,5 @@ def _render(
         elif stain == "MelanA":
             blobs(int(rng.integers(8, 14)), (4.0, 7.0), _RED, 20)
         else:
-            blobs(int(rng.integers(18, 30)), (2.6, 3.6), _DAB, 16)
+            blobs(int(rng.integers(14, 24)), (2.6, 3.6), _DAB, 16)
     return image.filter(ImageFilter.GaussianBlur(0.6 * scale))

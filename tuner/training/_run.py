@@ -156,7 +156,12 @@ def _train_fold(
     from tqdm import tqdm
 
     name = f"fold {number + 1}/{n_folds}" if n_folds > 1 else "training"
-    bar = tqdm(total=trainer.config.train.epochs, desc=name, unit="epoch", disable=not progress)
+    bar = tqdm(
+        total=trainer.config.train.epochs,
+        desc=name,
+        unit="epoch",
+        disable=None if progress else True,
+    )
 
     def report(epoch: Any) -> None:
         bar.update(1)
