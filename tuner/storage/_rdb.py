@@ -18,11 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
 
 from tuner.errors import StorageError
 
@@ -41,6 +44,8 @@ _PERMANENT = (
     "could not translate host name",
     "authentication failed",
 )
+
+_SCHEMA_LOCK = 0x74756E6572  # "tuner": the advisory lock held while Optuna sets up its tables
 
 # Public storage methods, plus the two heartbeat internals Optuna calls.
 _RETRIED = (
@@ -99,7 +104,30 @@ class RetryingRDBStorage(RDBStorage):
     ) -> None:
         self.public_url = public_url
         self.retry_seconds = retry_seconds
-        self._retry(functools.partial(RDBStorage.__init__, self, url, **kwargs), "connecting")
+        self._retry(functools.partial(self._init_serialised, url, kwargs), "connecting")
+
+    def _init_serialised(self, url: str, kwargs: dict[str, Any]) -> None:
+        """Optuna's setup (tables, version row), one process at a time on Postgres.
+
+        Sixteen workers starting at once on an empty database would otherwise race to create
+        the same tables and types and fail with a duplicate-key error.
+        """
+        if not url.startswith("postgresql"):
+            RDBStorage.__init__(self, url, **kwargs)
+            return
+        connect_args = kwargs.get("engine_kwargs", {}).get("connect_args", {})
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+                try:
+                    RDBStorage.__init__(self, url, **kwargs)
+                finally:
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK}
+                    )
+        finally:
+            engine.dispose()
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + self.retry_seconds

@@ -9,7 +9,9 @@ trial's heartbeat, and records how each trial ended:
 - raised :class:`~tuner.errors.TunerError` (a diverging run, say) or ran out of GPU memory:
   failed, with the reason in the ``fail_reason`` attribute, and the loop goes on;
 - SIGTERM / SIGINT (:class:`Interrupted`): failed as "interrupted", queued again with the same
-  parameters for another worker, and the loop stops.
+  parameters for another worker, and the loop stops;
+- the database stayed unreachable past its retry limit (:class:`~tuner.errors.StorageError`):
+  the loop stops at once and the trial, left running, is retried once it goes stale.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from tuner.errors import TunerError
+from tuner.errors import StorageError, TunerError
 from tuner.storage import RetryingRDBStorage, study_lock
 from tuner.study._budget import RETRY_KEY, Budget, next_action
 
@@ -131,6 +133,10 @@ def _run_one(
         _fail(study, trial, "interrupted", started)
         _queue_retry(study, storage, trial.number)
         logger.warning("trial %d interrupted; queued to be retried", trial.number)
+        raise
+    except StorageError:
+        # The database is gone for longer than the retry limit: nothing can be told. The trial
+        # stays running, goes stale, and another worker retries it once the database is back.
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
         logger.warning(
