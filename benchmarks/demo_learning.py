@@ -26,23 +26,9 @@ from tuner.cli import main as tuner
 def build_store(folder: Path, cases: int, seed: int) -> Path:
     demo, store = folder / f"demo-{seed}", folder / f"features-{seed}"
     assert tuner(["-q", "demo-data", str(demo), "--cases", str(cases), "--seed", str(seed)]) == 0
-    assert (
-        tuner(
-            [
-                "-q",
-                "features",
-                "extract",
-                str(demo / "patches"),
-                "--labels",
-                str(demo / "labels.csv"),
-                "--out",
-                str(store),
-                "--weights",
-                "random",
-            ]
-        )  # fmt: skip
-        == 0
-    )
+    extract = ["-q", "features", "extract", str(demo / "patches"), "--labels",
+               str(demo / "labels.csv"), "--out", str(store), "--weights", "random"]  # fmt: skip
+    assert tuner(extract) == 0
     return store
 
 
@@ -71,7 +57,8 @@ def summarise(metrics: dict[str, Any]) -> str:
     losses = [f["test"]["loss"] for f in metrics["folds"]]
     return (
         f"AUC {statistics.mean(aucs):.3f} +- {statistics.stdev(aucs):.3f} "
-        f"(folds {', '.join(f'{a:.2f}' for a in aucs)})  loss {statistics.median(losses):.4f} median"
+        f"(folds {', '.join(f'{a:.2f}' for a in aucs)})  "
+        f"loss {statistics.median(losses):.4f} median"
     )
 
 

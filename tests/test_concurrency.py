@@ -44,7 +44,7 @@ def test_sixteen_creates_at_once_make_one_study(pg_url: str, store: FeatureStore
     command = [sys.executable, "-m", "tuner", "study", "create", "crowd", "--features",
                str(store.path), "--trials", "20"]  # fmt: skip
     results = finish_all(start_all([command] * 16, {"TUNER_STORAGE": pg_url}), timeout=600)
-    for code, out, err in results:
+    for code, _, err in results:
         assert code == 0, err
         assert "Traceback" not in err
     verbs = Counter("created:" in out for _, out, _ in results)
