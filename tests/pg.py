@@ -70,6 +70,10 @@ class Cluster:
         """URL without the password (give it as PGPASSWORD)."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
+    def admin_url(self, database: str = "postgres") -> str:
+        """The superuser's URL with its password, for the test's own reads."""
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [str(BIN / args[0]), *args[1:]]
         if os.geteuid() == 0:
