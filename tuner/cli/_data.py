@@ -61,6 +61,7 @@ def check(
         class_problems,
         summary_table,
     )
+    from tuner.errors import DataError
 
     index = build_index(
         patches, labels, pattern=pattern or DEFAULT_PATTERN, case_column=case_column,
@@ -76,8 +77,14 @@ def check(
     click.echo(summary_table(index, per_case=cases))
     for problem in index.problems:
         click.echo(problem.describe())
-    if index.fatal_problems:
-        raise click.exceptions.Exit(1)
+    fatal = index.fatal_problems
+    if fatal:
+        more = f" (and {len(fatal) - 1} more, listed above)" if len(fatal) > 1 else ""
+        raise DataError(
+            "the dataset cannot be used for training: "
+            + fatal[0].describe(max_examples=2).removeprefix("error: ")
+            + more
+        )
     click.echo("ok: the dataset can be used for training")
 
 
