@@ -1,22 +1,53 @@
-"""Studies: creation, workers, launching, status and export."""
+"""Studies: creation, workers, launching, status and export.
 
-from tuner.study._budget import Budget, next_action, slot_of
-from tuner.study._create import CreateResult, create_study
-from tuner.study._export import best_config, export_best, export_trials
-from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
-from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
-from tuner.study._settings import (
-    PRUNERS,
-    SAMPLERS,
-    SETTINGS_KEY,
-    StudySettings,
-    load_settings,
-    make_pruner,
-    make_sampler,
-)
-from tuner.study._slurm import slurm_script
-from tuner.study._status import StudyStatus, study_status
-from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
+Names are imported on first use, so that commands that only read a study (status, export) do
+not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuner.study._budget import Budget, next_action, slot_of
+    from tuner.study._create import CreateResult, create_study
+    from tuner.study._export import best_config, export_best, export_trials
+    from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
+    from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
+    from tuner.study._settings import (
+        PRUNERS,
+        SAMPLERS,
+        SETTINGS_KEY,
+        StudySettings,
+        load_settings,
+        make_pruner,
+        make_sampler,
+    )
+    from tuner.study._slurm import slurm_script
+    from tuner.study._status import StudyStatus, study_status
+    from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
+
+_WHERE = {
+    "_budget": ("Budget", "next_action", "slot_of"),
+    "_create": ("CreateResult", "create_study"),
+    "_export": ("best_config", "export_best", "export_trials"),
+    "_launch": ("WorkerPlan", "launch_workers", "plan_workers"),
+    "_loop": ("Interrupted", "Objective", "WorkerReport", "run_trials"),
+    "_settings": (
+        "PRUNERS",
+        "SAMPLERS",
+        "SETTINGS_KEY",
+        "StudySettings",
+        "load_settings",
+        "make_pruner",
+        "make_sampler",
+    ),  # fmt: skip
+    "_slurm": ("slurm_script",),
+    "_status": ("StudyStatus", "study_status"),
+    "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
     "PRUNERS",
@@ -48,3 +79,10 @@ __all__ = [
     "slurm_script",
     "study_status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tuner.study' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tuner.study.{module}"), name)
