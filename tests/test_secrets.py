@@ -77,8 +77,9 @@ def test_password_never_shows(
         return result
 
     tuner("study", "create", study, "--features", store.path, "--config", config, "--trials", 2)
+    launch = ["launch", study, "--workers", "2", "--storage", storage]
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "-v", "launch", study, "--workers", "2", "--storage", storage],
+        [sys.executable, "-m", "tuner", "-v", *launch],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     seen_workers: list[str] = []

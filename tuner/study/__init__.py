@@ -42,7 +42,7 @@ _WHERE = {
         "load_settings",
         "make_pruner",
         "make_sampler",
-    ),  # fmt: skip
+    ),
     "_slurm": ("slurm_script",),
     "_status": ("StudyStatus", "study_status"),
     "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
