@@ -51,7 +51,7 @@ def write(path: Path, text: str) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iterator[World]:
     root = tmp_path_factory.mktemp("bad-input")
-    demo = make_demo(root / "demo")
+    make_demo(root / "demo")
     own_store = root / "features"
     shutil.copytree(store.path, own_store)
     other = make_demo(root / "other-demo", seed=7, cases=6)
@@ -78,17 +78,24 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
             "other_dataset": write(
                 root / "other_dataset.yaml",
                 yaml.safe_dump(
-                    {"data": {"features": str(other_store),
-                              "checksum": FeatureStore.open(own_store).checksum}}
-                ),  # fmt: skip
+                    {
+                        "data": {
+                            "features": str(other_store),
+                            "checksum": FeatureStore.open(own_store).checksum,
+                        }
+                    }
+                ),
             ),
             "folds": write(
                 root / "folds.yaml",
                 yaml.safe_dump({"data": {"features": str(own_store), "split": {"folds": 3}}}),
             ),
-            "low_high": write(root / "low_high.yaml", "train.lr: {type: float, low: 1, high: 0}\n"),
+            "low_high": write(
+                root / "low_high.yaml", "train.lr: {type: float, low: 1, high: 0}\n"
+            ),
             "unknown_param": write(
-                root / "unknown_param.yaml", "train.learning_rate: {type: float, low: 0, high: 1}\n"
+                root / "unknown_param.yaml",
+                "train.learning_rate: {type: float, low: 0, high: 1}\n",
             ),
             "bad_pw": write(root / "bad.pw", "not-the-password\n"),
         }
@@ -105,60 +112,144 @@ class Case:
 
 CASES = [
     Case("data: missing folder", "data check {root}/nope --labels {labels}", "does not exist"),
-    Case("data: pattern without groups", "data check {patches} --labels {labels} --pattern (?P<case>.+)",
-         "lacks the named group(s) stain, slice"),
+    Case(
+        "data: pattern without groups",
+        "data check {patches} --labels {labels} --pattern (?P<case>.+)",
+        "lacks the named group(s) stain, slice",
+    ),
     Case("data: labels missing", "data check {patches} --labels {root}/none.csv", "not found"),
-    Case("data: labels columns", "data check {patches} --labels {labels} --case-column slide",
-         "has no column 'slide'"),
-    Case("data: too few cases for folds", "data check {patches} --labels {labels} --folds 9",
-         "9 folds needs at least 9"),
-    Case("data: one fold", "data split --features {store} --out {root}/s.json --folds 1",
-         "folds must be at least 2"),
+    Case(
+        "data: labels columns",
+        "data check {patches} --labels {labels} --case-column slide",
+        "has no column 'slide'",
+    ),
+    Case(
+        "data: too few cases for folds",
+        "data check {patches} --labels {labels} --folds 9",
+        "9 folds needs at least 9",
+    ),
+    Case(
+        "data: one fold",
+        "data split --features {store} --out {root}/s.json --folds 1",
+        "folds must be at least 2",
+    ),
     Case("demo: folder not empty", "demo-data {root}", "is not empty"),
-    Case("features: missing weights file",
-         "features extract {patches} --labels {labels} --out {root}/new --weights {root}/w.pth",
-         "neither 'imagenet', 'random' nor an existing file"),
-    Case("features: existing store, other settings",
-         "features extract {patches} --labels {labels} --out {store} --weights random --views 3",
-         "exists with a different manifest"),
+    Case(
+        "features: missing weights file",
+        "features extract {patches} --labels {labels} --out {root}/new --weights {root}/w.pth",
+        "neither 'imagenet', 'random' nor an existing file",
+    ),
+    Case(
+        "features: existing store, other settings",
+        "features extract {patches} --labels {labels} --out {store} --weights random --views 3",
+        "exists with a different manifest",
+    ),
     Case("features: not a store", "features info {root}/demo", "is not a feature store"),
     Case("config init: missing store", "config init --features {root}/none", "does not exist"),
     Case("train: config missing", "train --config {root}/none.yaml", "not found"),
     Case("train: malformed YAML", "train --config {malformed}", "is not valid YAML at line"),
     Case("train: unknown key", "train --config {unknown_key}", "unknown key 'optim'"),
-    Case("train: wrong type", "train --config {wrong_type}", "train.batch_cases: Input should be a valid integer"),
-    Case("train: negative lr", "train --config {negative_lr}", "train.lr: Input should be greater than 0"),
-    Case("train: store of another dataset", "train --config {other_dataset}", "but the config expects"),
-    Case("study: missing store", "study create x --features {root}/none --storage {db}", "does not exist"),
-    Case("study: low above high", "study create x --features {store} --space {low_high} --storage {db}",
-         "low must not exceed high"),
-    Case("study: unknown parameter", "study create x --features {store} --space {unknown_param} --storage {db}",
-         "'train.learning_rate' is not a config key"),
-    Case("study: created again, other space", "study create mil --features {store} --storage {db}",
-         "already exists with a different space"),
-    Case("study: k folds", "study create x --features {store} --config {folds} --storage {db}",
-         "a study tunes on one train/validation split"),
-    Case("worker: no such study", "worker nope --storage {db} --device cpu", "study 'nope' does not exist"),
-    Case("worker: store checksum differs", "worker mil --storage {db} --device cpu --features {other_store}",
-         "but study 'mil' was created with"),
-    Case("worker: GPU that does not exist", "worker mil --storage {db} --device cuda:3",
-         "--device 'cuda:3' does not exist"),
-    Case("export: no finished trial", "export mil --out {root}/best.yaml --storage {db}",
-         "has no complete trial yet"),
+    Case(
+        "train: wrong type",
+        "train --config {wrong_type}",
+        "train.batch_cases: Input should be a valid integer",
+    ),
+    Case(
+        "train: negative lr",
+        "train --config {negative_lr}",
+        "train.lr: Input should be greater than 0",
+    ),
+    Case(
+        "train: store of another dataset",
+        "train --config {other_dataset}",
+        "but the config expects",
+    ),
+    Case(
+        "study: missing store",
+        "study create x --features {root}/none --storage {db}",
+        "does not exist",
+    ),
+    Case(
+        "study: low above high",
+        "study create x --features {store} --space {low_high} --storage {db}",
+        "low must not exceed high",
+    ),
+    Case(
+        "study: unknown parameter",
+        "study create x --features {store} --space {unknown_param} --storage {db}",
+        "'train.learning_rate' is not a config key",
+    ),
+    Case(
+        "study: created again, other space",
+        "study create mil --features {store} --storage {db}",
+        "already exists with a different space",
+    ),
+    Case(
+        "study: k folds",
+        "study create x --features {store} --config {folds} --storage {db}",
+        "a study tunes on one train/validation split",
+    ),
+    Case(
+        "worker: no such study",
+        "worker nope --storage {db} --device cpu",
+        "study 'nope' does not exist",
+    ),
+    Case(
+        "worker: store checksum differs",
+        "worker mil --storage {db} --device cpu --features {other_store}",
+        "but study 'mil' was created with",
+    ),
+    Case(
+        "worker: GPU that does not exist",
+        "worker mil --storage {db} --device cuda:3",
+        "--device 'cuda:3' does not exist",
+    ),
+    Case(
+        "export: no finished trial",
+        "export mil --out {root}/best.yaml --storage {db}",
+        "has no complete trial yet",
+    ),
     Case("export: nothing asked", "export mil --storage {db}", "say what to export"),
-    Case("status: unknown scheme", "status mil --storage mongodb://u@h/db", "unknown storage URL scheme 'mongodb'"),
-    Case("status: unreachable database", "status mil --storage postgresql://tuner@127.0.0.1:1/tuner",
-         "unreachable for 1 s", {"TUNER_DB_RETRY_SECONDS": "1"}),
-    Case("status: wrong password", "status mil --storage postgresql://postgres@127.0.0.1:{pg_port}/postgres",
-         "password authentication failed", {"PGPASSWORD": "not-the-password"}),
-    Case("status: wrong password from a file", "status mil --storage postgresql://postgres@127.0.0.1:{pg_port}/postgres",
-         "password authentication failed", {"TUNER_DB_PASSWORD_FILE": "{bad_pw}"}),
-    Case("launch: bad GPU list", "launch mil --gpus zero,one --storage {db}", "--gpus must list GPU numbers"),
-    Case("slurm: embedded storage", "slurm mil --workers 4 --storage {db}", "needs a shared PostgreSQL"),
-    Case("slurm: bad time", "slurm mil --workers 4 --time 3h --storage postgresql://u@h/db",
-         "--time must look like HH:MM:SS"),
+    Case(
+        "status: unknown scheme",
+        "status mil --storage mongodb://u@h/db",
+        "unknown storage URL scheme 'mongodb'",
+    ),
+    Case(
+        "status: unreachable database",
+        "status mil --storage postgresql://tuner@127.0.0.1:1/tuner",
+        "unreachable for 1 s",
+        {"TUNER_DB_RETRY_SECONDS": "1"},
+    ),
+    Case(
+        "status: wrong password",
+        "status mil --storage postgresql://postgres@127.0.0.1:{pg_port}/postgres",
+        "password authentication failed",
+        {"PGPASSWORD": "not-the-password"},
+    ),
+    Case(
+        "status: wrong password from a file",
+        "status mil --storage postgresql://postgres@127.0.0.1:{pg_port}/postgres",
+        "password authentication failed",
+        {"TUNER_DB_PASSWORD_FILE": "{bad_pw}"},
+    ),
+    Case(
+        "launch: bad GPU list",
+        "launch mil --gpus zero,one --storage {db}",
+        "--gpus must list GPU numbers",
+    ),
+    Case(
+        "slurm: embedded storage",
+        "slurm mil --workers 4 --storage {db}",
+        "needs a shared PostgreSQL",
+    ),
+    Case(
+        "slurm: bad time",
+        "slurm mil --workers 4 --time 3h --storage postgresql://u@h/db",
+        "--time must look like HH:MM:SS",
+    ),
     Case("cli: unknown option", "status mil --storag {db}", "No such option '--storag'"),
-]  # fmt: skip
+]
 
 
 def snapshot(world: World) -> dict[str, Any]:
