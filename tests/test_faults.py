@@ -37,8 +37,16 @@ def tuner_process(*args: object, env: dict[str, str]) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def create_study(store: FeatureStore, folder: Path, env: dict[str, str], *, trials: int,
-                 epochs: int, name: str = "s") -> None:  # fmt: skip
+def create_study(
+    store: FeatureStore,
+    folder: Path,
+    env: dict[str, str],
+    *,
+    trials: int,
+    epochs: int,
+    name: str = "s",
+    checkpoints: Path | None = None,
+) -> None:
     config = folder / "base.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -57,7 +65,8 @@ def create_study(store: FeatureStore, folder: Path, env: dict[str, str], *, tria
     (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     process = tuner_process(
         "study", "create", name, "--features", store.path, "--space", folder / "space.yaml",
-        "--config", config, "--trials", trials, "--pruner", "none", env=env,
+        "--config", config, "--trials", trials, "--pruner", "none",
+        *(["--checkpoints", checkpoints] if checkpoints else []), env=env,
     )  # fmt: skip
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
@@ -88,7 +97,8 @@ def test_killed_workers_trial_is_retried_and_the_budget_met(
     pg_env: dict[str, str], store: FeatureStore, tmp_path: Path
 ) -> None:
     url = pg_env["TUNER_STORAGE"]
-    create_study(store, tmp_path, pg_env, trials=6, epochs=40)
+    checkpoints = tmp_path / "checkpoints"
+    create_study(store, tmp_path, pg_env, trials=6, epochs=40, checkpoints=checkpoints)
     victim = tuner_process("worker", "s", "--device", "cpu", "--poll", "0.5", env=pg_env)
 
     def victim_mid_trial() -> FrozenTrial | None:
@@ -127,9 +137,19 @@ def test_killed_workers_trial_is_retried_and_the_budget_met(
     assert first.state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1
-    assert retries[0].params == killed.params
-    assert retries[0].state == TrialState.COMPLETE
+    retry = retries[0]
+    assert retry.params == killed.params
+    assert retry.state == TrialState.COMPLETE
     assert Counter(t.state for t in trials)[TrialState.FAIL] == 1
+    # resumed from its last checkpoint, with its intermediate values carried over
+    resumed_from = retry.user_attrs["resumed_from_epoch"]
+    assert len(killed.intermediate_values) - 1 <= resumed_from <= 40
+    assert sorted(retry.intermediate_values) == list(range(1, 41))
+    assert retry.user_attrs["epochs_run"] == 40
+    # checkpoints of finished trials are gone, but the best trial's
+    best = optuna.load_study(study_name="s", storage=open_storage(url)).best_trial
+    best_slot = best.system_attrs.get("failed_trial", best.number)
+    assert [p.name for p in (checkpoints / "s").iterdir()] == [f"slot-{best_slot}.pt"]
 
 
 @pytest.mark.slow

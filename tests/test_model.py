@@ -23,21 +23,34 @@ LAYOUTS = [
 ]
 
 
-def make_model(pooling: str = "attention", gated: bool = False) -> HierarchicalMIL:
+def make_model(
+    pooling: str = "attention", gated: bool = False, patch_chunk: int | None = None
+) -> HierarchicalMIL:
     torch.manual_seed(0)
     model = HierarchicalMIL(
         16, 3, embed_dim=8, attn_dim=4, dropout=0.0, gated=gated, pooling=pooling
     )
+    model.patch_chunk = patch_chunk
     return model.double().eval()
 
 
 @pytest.mark.parametrize(
-    ("pooling", "gated"), [("attention", False), ("attention", True), ("mean", False)]
+    ("pooling", "gated", "patch_chunk"),
+    [
+        ("attention", False, None),
+        ("attention", True, None),
+        ("mean", False, None),
+        ("attention", False, 4),  # the patch level in chunks of whole slices
+        ("attention", True, 1),
+        ("mean", False, 10),
+    ],
 )
-def test_batched_forward_equals_nested_loops(pooling: str, gated: bool) -> None:
+def test_batched_forward_equals_nested_loops(
+    pooling: str, gated: bool, patch_chunk: int | None
+) -> None:
     generator = torch.Generator().manual_seed(1)
     cases = [random_case(generator, 16, layout) for layout in LAYOUTS]
-    model = make_model(pooling, gated)
+    model = make_model(pooling, gated, patch_chunk)
 
     batched = model(Bags.from_cases(cases)).logits
     batched.square().sum().backward()
@@ -50,6 +63,52 @@ def test_batched_forward_equals_nested_loops(pooling: str, gated: bool) -> None:
     torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
     for name, param in model.named_parameters():
         torch.testing.assert_close(batched_grads[name], param.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_patch_chunks_hold_whole_slices() -> None:
+    generator = torch.Generator().manual_seed(1)
+    bags = Bags.from_cases([random_case(generator, 16, layout) for layout in LAYOUTS])
+    model = make_model(patch_chunk=8)
+    chunks = model._chunks(bags)
+    assert len(chunks) > 2
+    assert chunks[0][0].start == 0
+    assert chunks[-1][0].stop == len(bags.features)
+    assert sum(n for _, _, n in chunks) == len(bags.stain_of_slice)
+    for rows, first, n_slices in chunks:
+        slices = bags.slice_of_patch[rows]
+        assert int(slices[0]) == first
+        assert int(slices[-1]) == first + n_slices - 1
+        assert rows.stop - rows.start <= 8 + 12  # the window plus the rest of its last slice
+
+
+def test_shuffled_patches_give_the_same_output() -> None:
+    generator = torch.Generator().manual_seed(1)
+    bags = Bags.from_cases([random_case(generator, 16, layout) for layout in LAYOUTS])
+    order = torch.randperm(len(bags.features), generator=generator)
+    shuffled = Bags(
+        bags.features[order], bags.slice_of_patch[order], bags.stain_of_slice,
+        bags.case_of_stain, bags.n_cases,
+    )  # fmt: skip
+    model = make_model(patch_chunk=4)
+    assert len(model._chunks(shuffled)) == 1  # not in row order: one piece
+    output, expected = model(shuffled), model(bags)
+    torch.testing.assert_close(output.logits, expected.logits)
+    torch.testing.assert_close(
+        output.attention["patch"].weights, expected.attention["patch"].weights[order]
+    )
+
+
+def test_float16_features_are_computed_in_the_model_dtype() -> None:
+    generator = torch.Generator().manual_seed(1)
+    bags = Bags.from_cases([random_case(generator, 16, layout) for layout in LAYOUTS])
+    half = Bags(
+        bags.features.half(), bags.slice_of_patch, bags.stain_of_slice, bags.case_of_stain,
+        bags.n_cases,
+    )  # fmt: skip
+    model = make_model(patch_chunk=4)
+    logits = model(half).logits
+    assert logits.dtype == torch.float64
+    torch.testing.assert_close(logits, model(bags).logits, atol=1e-2, rtol=1e-2)
 
 
 def test_attention_weights_sum_to_one_per_group() -> None:

@@ -78,6 +78,18 @@ def test_training_batches_cap_slices_and_patches(data: StoreTensors, store: Feat
     assert seen_views == {0, 1}
 
 
+def test_feature_statistics_in_chunks_equal_one_pass(
+    data: StoreTensors, store: FeatureStore
+) -> None:
+    cases = [c.case for c in store.cases][:5]
+    mean, std = data.feature_statistics(cases, chunk=7)
+    rows = np.concatenate([np.arange(store.case(c).start, store.case(c).stop) for c in cases])
+    x = torch.from_numpy(store.features[rows, 0].astype(np.float64))
+    expected_std, expected_mean = torch.std_mean(x, dim=0)
+    torch.testing.assert_close(mean, expected_mean.float())
+    torch.testing.assert_close(std, expected_std.float())
+
+
 def test_same_seed_same_losses(store: FeatureStore, data: StoreTensors) -> None:
     train, val = cases_of(store)
     config = tiny_config(store)

@@ -68,6 +68,12 @@ def study() -> None:
     "--sampler", type=click.Choice(["tpe", "random", "cmaes"]), default="tpe", show_default=True
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
+@click.option(
+    "--checkpoints", type=PATH, default=None,
+    help="Folder shared by all workers where trials save their state after each epoch, so a "
+    "retried trial continues where it stopped (default on the embedded store: "
+    "storage/checkpoints; on Postgres: none).",
+)  # fmt: skip
 @storage_option
 def create(
     name: str,
@@ -78,6 +84,7 @@ def create(
     pruner: str,
     sampler: str,
     seed: int,
+    checkpoints: Path | None,
     storage: str | None,
 ) -> None:
     """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
@@ -86,7 +93,7 @@ def create(
     opened = _open(storage)
     result = create_study(
         opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
-        sampler=sampler, seed=seed,
+        sampler=sampler, seed=seed, checkpoints=checkpoints,
     )  # fmt: skip
     verb = "created" if result.created else "already exists (same settings)"
     click.echo(
@@ -135,6 +142,7 @@ def delete(name: str, yes: bool, storage: str | None) -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--max-trials", type=int, default=None, help="Stop after this many trials.")
 @click.option("--poll", default=5.0, show_default=True, help="Seconds between budget checks.")
+@click.option("--checkpoints", type=PATH, default=None, help="The study's checkpoint folder here.")
 @storage_option
 def worker(
     name: str,
@@ -143,6 +151,7 @@ def worker(
     threads: int | None,
     max_trials: int | None,
     poll: float,
+    checkpoints: Path | None,
     storage: str | None,
 ) -> None:
     """Run trials of study NAME until its budget of finished trials is reached."""
@@ -150,7 +159,7 @@ def worker(
 
     options = WorkerOptions(
         device=device, features=features, poll_seconds=poll, max_trials=max_trials,
-        threads=threads,
+        threads=threads, checkpoints=checkpoints,
     )  # fmt: skip
     try:
         report = run_worker(_open(storage, interactive=False), name, options)
@@ -290,3 +299,21 @@ def quickstart(folder: Path, cases: int, trials: int, workers: int, epochs: int)
         progress=progress_enabled(),
     )  # fmt: skip
     run_quickstart(options, click.echo)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--out", type=PATH, default=Path("report.html"), show_default=True)
+@click.option("--png", type=PATH, default=None, help="Also write each plot as a PNG here.")
+@storage_option
+def report(name: str, out: Path, png: Path | None, storage: str | None) -> None:
+    """Write a self-contained HTML report of study NAME (opens offline)."""
+    from tuner.report import write_report
+
+    opened = _open(storage)
+    summary = write_report(opened, name, out, storage_url=opened.public_url, png=png)
+    click.echo(f"wrote {out}: {len(summary.plots)} plots")
+    if summary.pngs:
+        click.echo(f"wrote {len(summary.pngs)} PNG files to {png}")
+    for title, reason in summary.skipped.items():
+        logger.info("left out %s: %s", title, reason)

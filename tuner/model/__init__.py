@@ -1,5 +1,6 @@
 """The hierarchical attention MIL model and its attention penalties."""
 
+from tuner.model._dropout import Dropout, dropout, dropout_mask
 from tuner.model._mil import (
     LEVELS,
     Attention,
@@ -17,9 +18,12 @@ __all__ = [
     "Attention",
     "Bags",
     "Case",
+    "Dropout",
     "HierarchicalMIL",
     "LevelAttention",
     "MILOutput",
+    "dropout",
+    "dropout_mask",
     "elasticnet_penalty",
     "entropy_penalty",
     "loop_forward",

@@ -3,6 +3,14 @@
 A batch of ragged cases is given as flat tensors with group indices (:class:`Bags`); each level
 is one attention module, a softmax within groups and a sum within groups, for all cases at
 once. There is no Python loop over cases, stains, slices or patches.
+
+On CPU the patch level (projector, patch attention, pooling into slices) runs over row chunks
+of whole slices, about :attr:`HierarchicalMIL.patch_chunk` patches each: every chunk's
+``(rows, embed_dim)`` intermediates then stay in the CPU caches and in reused memory, instead of
+each op of a large batch streaming (and page-faulting in) a fresh tensor of hundreds of MB. The
+chunks are few (a step of the default config, 8 cases of 12 slices of 64 patches, has 3; one of
+16 cases of 9 slices of 500 patches has 35), so this is not a loop over slices; the result is
+the same sums in another order.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from tuner.model._dropout import Dropout
+from tuner.model._projector import Projector, StandardizedLinear
 from tuner.model._segment import segment_softmax, segment_sum
 
 __all__ = [
@@ -22,6 +32,7 @@ __all__ = [
     "HierarchicalMIL",
     "LevelAttention",
     "MILOutput",
+    "Projector",
     "StandardizedLinear",
 ]
 
@@ -42,7 +53,11 @@ class Bags:
       of one case
     - ``case_of_stain: (n_stains,)``, values in ``[0, n_cases)``
 
-    Every slice, stain and case has at least one member.
+    Every slice, stain and case has at least one member. ``features`` may be float16 (as
+    stored); the model computes in its own dtype (or autocast's). The patches of a slice should
+    be adjacent rows, slices numbered in row order (``slice_of_patch`` non-decreasing), as
+    :meth:`from_cases` and the trainer's sampler build them: the model then processes the patch
+    level in cache-sized chunks on CPU. Bags in any other order give the same result, slower.
     """
 
     features: torch.Tensor
@@ -122,7 +137,7 @@ class Attention(nn.Module):
         super().__init__()
         self.hidden = nn.Linear(embed_dim, attn_dim)
         self.gate = nn.Linear(embed_dim, attn_dim) if gated else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.score = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -133,41 +148,16 @@ class Attention(nn.Module):
         return logits
 
 
-class StandardizedLinear(nn.Linear):
-    """``Linear`` applied to standardised inputs ``(x - mean) * scale``, folded into the weights.
-
-    ``mean`` and ``scale`` are buffers (saved with the model), set from the training data with
-    :meth:`set_input_statistics`; until then they are the identity. Folding costs
-    ``O(out * in)`` per call instead of an extra pass over the ``(n, in)`` input.
-    """
-
-    mean: torch.Tensor
-    scale: torch.Tensor
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__(in_features, out_features)
-        self.register_buffer("mean", torch.zeros(in_features))
-        self.register_buffer("scale", torch.ones(in_features))
-
-    def set_input_statistics(
-        self, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-2
-    ) -> None:
-        """Standardise with these per-feature statistics; ``eps`` floors tiny deviations."""
-        self.mean.copy_(mean)
-        self.scale.copy_(1.0 / torch.sqrt(std.square() + eps**2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight * self.scale
-        bias = self.bias - weight @ self.mean
-        return nn.functional.linear(x, weight.to(x.dtype), bias.to(x.dtype))
-
-
 class HierarchicalMIL(nn.Module):
     """Patch projector -> attention pooling at three levels -> classifier.
 
     ``pooling="mean"`` replaces every attention module by uniform weights (the baseline that
-    averages patches, slices and stains).
+    averages patches, slices and stains). ``patch_chunk`` is the number of patches the patch
+    level processes at a time on CPU (see the module docstring; None: all at once); it changes
+    speed and memory traffic, not results.
     """
+
+    patch_chunk: int | None = 2048
 
     def __init__(
         self,
@@ -182,9 +172,7 @@ class HierarchicalMIL(nn.Module):
     ) -> None:
         super().__init__()
         self.pooling = pooling
-        self.projector = nn.Sequential(
-            StandardizedLinear(in_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout)
-        )
+        self.projector = Projector(in_dim, embed_dim, dropout)
         self.attention = nn.ModuleDict(
             {level: Attention(embed_dim, attn_dim, dropout, gated) for level in LEVELS}
             if pooling == "attention"
@@ -195,16 +183,59 @@ class HierarchicalMIL(nn.Module):
     def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise input features with these per-feature statistics (see
         :class:`StandardizedLinear`)."""
-        first = self.projector[0]
-        assert isinstance(first, StandardizedLinear)
-        first.set_input_statistics(mean, std)
+        self.projector.linear.set_input_statistics(mean, std)
 
     def forward(self, bags: Bags) -> MILOutput:
-        h = self.projector(bags.features)
-        attention: dict[str, LevelAttention] = {}
-        for level, (group, n_groups) in bags.groups().items():
+        h, patch = self._patch_level(bags)
+        attention = {"patch": patch}
+        for level in LEVELS[1:]:
+            group, n_groups = bags.groups()[level]
             h, attention[level] = self._pool(level, h, group, n_groups)
         return MILOutput(self.classifier(h), attention)
+
+    def _patch_level(self, bags: Bags) -> tuple[torch.Tensor, LevelAttention]:
+        """Project the patches and pool them into slices, chunk by chunk: ``(n_slices, embed)``
+        and the patch level's attention."""
+        pooled, logits, weights = [], [], []
+        chunks = self._chunks(bags)
+        folded = self.projector.linear.folded() if len(chunks) > 1 else None
+        for rows, first, n_slices in chunks:
+            h = self.projector(bags.features[rows], folded)
+            group = bags.slice_of_patch[rows] - first if first else bags.slice_of_patch[rows]
+            chunk_pooled, att = self._pool("patch", h, group, n_slices)
+            pooled.append(chunk_pooled)
+            logits.append(att.logits)
+            weights.append(att.weights)
+        n_slices = len(bags.stain_of_slice)
+        if len(pooled) == 1:
+            return pooled[0], LevelAttention(logits[0], weights[0], bags.slice_of_patch, n_slices)
+        return torch.cat(pooled), LevelAttention(
+            torch.cat(logits), torch.cat(weights), bags.slice_of_patch, n_slices
+        )
+
+    def _chunks(self, bags: Bags) -> list[tuple[slice, int, int]]:
+        """Row ranges of whole slices, each with its first slice and number of slices.
+
+        Slices are cut where a slice starts in a new window of ``patch_chunk`` rows, so a chunk
+        holds at most ``patch_chunk`` rows plus the rest of its last slice.
+        """
+        n, n_slices = len(bags.features), len(bags.stain_of_slice)
+        whole = [(slice(0, n), 0, n_slices)]
+        chunk = self.patch_chunk
+        if chunk is None or n <= chunk or bags.features.device.type != "cpu":
+            return whole
+        group = bags.slice_of_patch
+        if not bool((group[1:] >= group[:-1]).all()):
+            return whole
+        sizes = torch.bincount(group, minlength=n_slices)
+        starts = sizes.cumsum(0) - sizes
+        _, slices_per_chunk = torch.unique_consecutive(starts // chunk, return_counts=True)
+        first_slice = [0, *slices_per_chunk.cumsum(0).tolist()]
+        row = [*starts[first_slice[:-1]].tolist(), n]
+        return [
+            (slice(row[i], row[i + 1]), first_slice[i], first_slice[i + 1] - first_slice[i])
+            for i in range(len(row) - 1)
+        ]
 
     def _pool(
         self, level: str, h: torch.Tensor, group: torch.Tensor, n_groups: int

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 __all__ = ["Budget", "next_action", "slot_of"]
 
@@ -21,8 +21,13 @@ RETRY_KEY = "failed_trial"
 """System attribute naming the original trial of a retry (Optuna's own key)."""
 
 
-def slot_of(trial: FrozenTrial) -> int:
-    return int(trial.system_attrs.get(RETRY_KEY, trial.number))
+def slot_of(trial: FrozenTrial | Trial) -> int:
+    """The slot of a trial: its own number, or the number of the trial it retries."""
+    if isinstance(trial, Trial):
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    else:
+        attrs = trial.system_attrs
+    return int(attrs.get(RETRY_KEY, trial.number))
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,15 @@ def create_study(
     pruner: str = "median",
     sampler: str = "tpe",
     seed: int = 0,
+    checkpoints: Path | None = None,
 ) -> CreateResult:
     """Create the study ``name``, or confirm that it exists with exactly these settings.
 
     Everything is checked before the study is touched: the store (and its checksum), the
-    config, the search space against the config, and the split.
+    config, the search space against the config, and the split. ``checkpoints`` is the folder
+    (shared by all workers) where trials save their state after each epoch, so that a retried
+    trial continues where it stopped; on the embedded store it defaults to
+    ``storage/checkpoints`` beside the database.
     """
     if trials < 1:
         raise StudyError(f"--trials must be at least 1, but got {trials}")
@@ -68,6 +72,7 @@ def create_study(
         seed=seed,
         tuner_version=tuner.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        checkpoints=_checkpoint_folder(storage, checkpoints),
     )
     study = optuna.create_study(
         study_name=name, storage=storage, direction="minimize", load_if_exists=True
@@ -97,6 +102,18 @@ def create_study(
         )
     logger.info("study %s already exists with these settings; nothing to do", name)
     return CreateResult(old, created=False)
+
+
+def _checkpoint_folder(storage: RetryingRDBStorage, given: Path | None) -> str | None:
+    if given is not None:
+        return str(given.resolve())
+    database = storage.engine.url.database
+    if storage.engine.dialect.name == "sqlite" and database:
+        return str(Path(database).resolve().parent / "checkpoints")
+    logger.info(
+        "no --checkpoints folder: a trial retried after its worker died starts from epoch 1"
+    )
+    return None
 
 
 def _base_config(path: Path | None, store: FeatureStore) -> RunConfig:

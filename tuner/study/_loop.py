@@ -72,8 +72,13 @@ def run_trials(
     poll_seconds: float = 5.0,
     max_trials: int | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    after_trial: Callable[[], object] | None = None,
 ) -> WorkerReport:
-    """Run trials of ``study`` until ``budget`` slots are finished (or ``max_trials`` here)."""
+    """Run trials of ``study`` until ``budget`` slots are finished (or ``max_trials`` here).
+
+    ``on_trial`` runs when a trial starts; ``after_trial`` when it has been told, under the
+    study lock (tidying up after trials, such as deleting checkpoints, happens there).
+    """
     report = WorkerReport()
     started = time.perf_counter()
     with _signals_raise_interrupted():
@@ -90,6 +95,9 @@ def run_trials(
             state = _run_one(study, storage, trial, objective)
             report.objective_seconds += time.perf_counter() - tick
             report.count(state)
+            if after_trial is not None:
+                with study_lock(storage, study.study_name):
+                    after_trial()
     report.wall_seconds = time.perf_counter() - started
     return report
 

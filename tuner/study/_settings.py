@@ -50,11 +50,12 @@ class StudySettings:
     seed: int
     tuner_version: str
     created: str
+    checkpoints: str | None = None  # folder shared by workers; None: retries start over
 
     def comparable(self) -> dict[str, Any]:
         """What must agree for a second ``study create`` to be the same study (as JSON)."""
         data = asdict(self)
-        for key in ("tuner_version", "created"):
+        for key in ("tuner_version", "created", "checkpoints"):  # not the study, where it lives
             data.pop(key)
         data["features"] = {"checksum": self.features["checksum"]}
         data["base_config"] = _without_store_path(self.base_config)

@@ -28,9 +28,11 @@ from tuner.config import apply_overrides
 from tuner.errors import StudyError
 from tuner.features import FeatureStore
 from tuner.storage import RetryingRDBStorage
+from tuner.study._budget import slot_of
+from tuner.study._checkpoints import Checkpoints
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
-from tuner.training import EpochReport, StoreTensors, Trainer
+from tuner.training import EpochReport, StoreTensors, Trainer, TrainState
 
 __all__ = ["TrainingObjective", "WorkerOptions", "run_worker"]
 
@@ -44,13 +46,21 @@ class WorkerOptions:
     poll_seconds: float = 5.0
     max_trials: int | None = None
     threads: int | None = None
+    checkpoints: Path | None = None
 
 
 class TrainingObjective:
     """Train the MIL model with a trial's parameters; return its best validation loss."""
 
-    def __init__(self, settings: StudySettings, data: StoreTensors, device: torch.device) -> None:
+    def __init__(
+        self,
+        settings: StudySettings,
+        data: StoreTensors,
+        device: torch.device,
+        checkpoints: Checkpoints | None = None,
+    ) -> None:
         self.settings = settings
+        self.checkpoints = checkpoints
         self.space = settings.search_space()
         self.base = settings.config()
         self.split = settings.split()
@@ -63,6 +73,22 @@ class TrainingObjective:
         config = apply_overrides(self.base, overrides, source=f"trial {trial.number}")
         trainer = Trainer(config, self.data, self.device)
         best: dict[str, Any] = {}
+        slot = slot_of(trial)
+        resume = self.checkpoints.load(slot) if self.checkpoints is not None else None
+        if resume is not None:
+            trial.set_user_attr("resumed_from_epoch", resume.epoch)
+            logger.info(
+                "trial %d continues trial %d after epoch %d", trial.number, slot, resume.epoch
+            )
+            if resume.best is not None:
+                best.update(loss=resume.best["loss"], auc=resume.best["val"]["auc"],
+                            epoch=resume.best["epoch"])  # fmt: skip
+        save = None
+        if self.checkpoints is not None:
+            checkpoints = self.checkpoints
+
+            def save(state: TrainState) -> None:
+                checkpoints.save(slot, state)
 
         def on_epoch(epoch: EpochReport) -> None:
             if math.isfinite(epoch.val.loss):
@@ -74,7 +100,10 @@ class TrainingObjective:
                 self._record(trial, best)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch.epoch}")
 
-        fit = trainer.fit(self.split.train, self.split.val, on_epoch=on_epoch)
+        fit = trainer.fit(
+            self.split.train, self.split.val, on_epoch=on_epoch, resume=resume,
+            on_checkpoint=save,
+        )  # fmt: skip
         self._record(trial, best)
         logger.info(
             "trial %d complete: val loss %.4f, val auc %s (%.0f s)", trial.number,
@@ -103,7 +132,9 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
             pruner=make_pruner(settings),
         )  # fmt: skip
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    objective = TrainingObjective(settings, StoreTensors.load(store, device), device)
+    folder = options.checkpoints or (Path(settings.checkpoints) if settings.checkpoints else None)
+    checkpoints = Checkpoints(folder, name) if folder is not None else None
+    objective = TrainingObjective(settings, StoreTensors.load(store, device), device, checkpoints)
     logger.info(
         "worker %s on %s joined study %s (budget %d)", worker, device, name, settings.budget
     )
@@ -115,6 +146,7 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
     report = run_trials(
         study, storage, settings.budget, objective, poll_seconds=options.poll_seconds,
         max_trials=options.max_trials, on_trial=label,
+        after_trial=(lambda: checkpoints.sweep(study)) if checkpoints is not None else None,
     )  # fmt: skip
     if report.budget is not None:
         logger.info(

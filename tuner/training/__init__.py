@@ -10,6 +10,7 @@ from tuner.training._run import (
     resolve_splits,
     train_run,
 )
+from tuner.training._state import TrainState, load_state, save_state
 from tuner.training._trainer import EpochCallback, EpochReport, Evaluation, FitResult, Trainer
 
 __all__ = [
@@ -23,10 +24,13 @@ __all__ = [
     "Metrics",
     "RunResult",
     "StoreTensors",
+    "TrainState",
     "Trainer",
     "classification_metrics",
     "default_run_dir",
+    "load_state",
     "open_store",
     "resolve_splits",
+    "save_state",
     "train_run",
 ]

@@ -11,7 +11,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from tuner.errors import TrainingError
 from tuner.model import HierarchicalMIL, MILOutput, elasticnet_penalty, entropy_penalty
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
 from tuner.training._metrics import Metrics, classification_metrics
+from tuner.training._state import TrainState, metrics_dict, numpy_state
 
 __all__ = ["EpochCallback", "EpochReport", "Evaluation", "FitResult", "Trainer"]
 
@@ -123,10 +125,14 @@ class Trainer:
         *,
         epochs: int | None = None,
         on_epoch: EpochCallback | None = None,
+        resume: TrainState | None = None,
+        on_checkpoint: Callable[[TrainState], None] | None = None,
     ) -> FitResult:
         """Train on ``train_cases``; keep the weights of the epoch with the lowest val loss.
 
         Without ``val_cases`` (a refit) it trains exactly ``epochs`` epochs and keeps the last.
+        ``resume`` continues a run from its state after an epoch (see :class:`TrainState`);
+        ``on_checkpoint`` receives that state after every epoch that training goes on from.
         """
         t = self.config.train
         started = time.perf_counter()
@@ -141,8 +147,11 @@ class Trainer:
         scaler = torch.amp.GradScaler(enabled=self.autocast_dtype is torch.float16)
         history: list[EpochReport] = []
         best: tuple[float, int, Metrics, dict[str, torch.Tensor]] | None = None
+        if resume is not None:
+            history, best = _restore(resume, model, optimizer, scheduler, scaler, rng)
+            logger.info("resuming training after epoch %d", resume.epoch)
         stopped_by = "epochs"
-        for epoch in range(1, epochs + 1):
+        for epoch in range(len(history) + 1, epochs + 1):
             tick = time.perf_counter()
             train_loss, penalty = self._train_epoch(
                 model, train_sampler, optimizer, scaler, weights, rng, epoch
@@ -175,6 +184,10 @@ class Trainer:
             ):
                 stopped_by = "early stopping"
                 break
+            if on_checkpoint is not None and epoch < epochs:
+                on_checkpoint(
+                    _capture(epoch, model, optimizer, scheduler, scaler, rng, history, best)
+                )
         assert best is not None
         return FitResult(
             history, best[1], best[2], best[3], stopped_by, time.perf_counter() - started
@@ -245,13 +258,11 @@ class Trainer:
         )  # fmt: skip
 
     def _forward(self, model: HierarchicalMIL, batch: Batch) -> MILOutput:
-        bags = batch.bags
-        if self.autocast_dtype is None:
-            bags.features = bags.features.float()
+        # the float16 features go in as they are: the model casts them chunk by chunk
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
-            output: MILOutput = model(bags)
+            output: MILOutput = model(batch.bags)
         return output
 
     def _loss(
@@ -277,6 +288,52 @@ class Trainer:
         return torch.zeros((), device=self.device)
 
 
+def _capture(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    rng: np.random.Generator,
+    history: list[EpochReport],
+    best: tuple[float, int, Metrics, dict[str, torch.Tensor]],
+) -> TrainState:
+    return TrainState(
+        epoch=epoch,
+        model=_copy_state(model),
+        optimizer=optimizer.state_dict(),
+        scheduler=None if scheduler is None else scheduler.state_dict(),
+        scaler=scaler.state_dict(),
+        numpy_rng=numpy_state(rng),
+        torch_rng=torch.get_rng_state(),
+        history=[{**asdict(e), "val": metrics_dict(e.val)} for e in history],
+        best={"loss": best[0], "epoch": best[1], "val": metrics_dict(best[2]), "state": best[3]},
+    )
+
+
+def _restore(
+    state: TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    rng: np.random.Generator,
+) -> tuple[list[EpochReport], tuple[float, int, Metrics, dict[str, torch.Tensor]] | None]:
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    if scheduler is not None and state.scheduler is not None:
+        scheduler.load_state_dict(state.scheduler)
+    scaler.load_state_dict(state.scaler)
+    rng.bit_generator.state = state.numpy_rng
+    torch.set_rng_state(state.torch_rng)
+    history = [EpochReport(**{**e, "val": Metrics(**e["val"])}) for e in state.history]
+    best = None
+    if state.best is not None:
+        b = state.best
+        best = (float(b["loss"]), int(b["epoch"]), Metrics(**b["val"]), b["state"])
+    return history, best
+
+
 def _patch_attention(output: MILOutput, batch: Batch) -> torch.Tensor:
     """Per patch: its weight in its slice, its slice's in its stain, its stain's in its case."""
     att = output.attention
@@ -299,7 +356,9 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def _optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
     t = config.train
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # fused: one kernel per parameter instead of a dozen ops with temporaries (a fifth of a
+    # small step's time on CPU)
+    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
 
 
 def _scheduler(

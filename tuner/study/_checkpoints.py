@@ -1,0 +1,74 @@
+"""Per-trial training checkpoints in a folder that all workers share.
+
+After every epoch a trial's training state is saved as ``FOLDER/STUDY/slot-N.pt``, where N is
+the trial's slot (its own number, or the number of the trial a retry replaces). When a worker
+dies or is stopped, the retry of its trial finds the file and continues from the last epoch
+instead of the first: a trial killed at epoch 40 of 50 costs 10 epochs, not 50. Once a slot
+is finished its file is deleted, except the best trial's (its weights are worth keeping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.study._budget import slot_of
+from tuner.training import TrainState, load_state, save_state
+
+__all__ = ["Checkpoints"]
+
+logger = logging.getLogger(__name__)
+
+_SLOT_FILE = re.compile(r"slot-(\d+)\.pt")
+
+
+class Checkpoints:
+    """The checkpoint folder of one study."""
+
+    def __init__(self, folder: Path, study: str) -> None:
+        self.folder = folder / study
+
+    def path(self, slot: int) -> Path:
+        return self.folder / f"slot-{slot}.pt"
+
+    def load(self, slot: int) -> TrainState | None:
+        return load_state(self.path(slot))
+
+    def save(self, slot: int, state: TrainState) -> None:
+        save_state(state, self.path(slot))
+
+    def sweep(self, study: optuna.Study) -> list[int]:
+        """Delete the files of finished slots, except the best trial's; return their slots.
+
+        Call it under the study lock, so that a trial just failed as stale, whose retry is
+        about to be queued, never looks finished here.
+        """
+        if not self.folder.is_dir():
+            return []
+        latest: dict[int, TrialState] = {}
+        numbers: dict[int, int] = {}
+        best_slot = None
+        for trial in study.get_trials(deepcopy=False):
+            slot = slot_of(trial)
+            if trial.number >= numbers.get(slot, -1):
+                numbers[slot], latest[slot] = trial.number, trial.state
+        with contextlib.suppress(ValueError):  # no complete trial yet
+            best_slot = slot_of(study.best_trial)
+        removed = []
+        for path in self.folder.iterdir():
+            match = _SLOT_FILE.fullmatch(path.name)
+            if match is None:
+                continue
+            slot = int(match.group(1))
+            state = latest.get(slot)
+            if state is not None and state.is_finished() and slot != best_slot:
+                path.unlink(missing_ok=True)
+                removed.append(slot)
+        if removed:
+            logger.debug("removed the checkpoints of finished trials %s", sorted(removed))
+        return sorted(removed)

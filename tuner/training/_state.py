@@ -1,0 +1,68 @@
+"""Everything a training run needs to continue after the epoch it stopped at.
+
+A :class:`TrainState` holds the model, optimiser, scheduler and loss-scaler states, the random
+number generators, the history of epochs and the best epoch so far, as plain tensors, numbers
+and dicts (loadable with ``torch.load(..., weights_only=True)``). Restoring it and training on
+gives the same epochs as a run that was never interrupted, on the same device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuner.training._metrics import Metrics
+
+__all__ = ["TrainState", "load_state", "save_state"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    scaler: dict[str, Any]
+    numpy_rng: dict[str, Any]
+    torch_rng: torch.Tensor
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+
+    def best_metrics(self) -> Metrics | None:
+        return None if self.best is None else Metrics(**self.best["val"])
+
+
+def metrics_dict(metrics: Metrics) -> dict[str, Any]:
+    return asdict(metrics)
+
+
+def save_state(state: TrainState, path: Path) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(asdict(state), tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path) -> TrainState | None:
+    """The state saved at ``path``, or None when there is none (or it is unreadable)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return TrainState(**data)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a torn or foreign file: unpickling raises many kinds
+        logger.warning("ignoring unreadable training state %s (%s)", path, type(error).__name__)
+        return None
+
+
+def numpy_state(rng: np.random.Generator) -> dict[str, Any]:
+    return dict(rng.bit_generator.state)
