@@ -41,6 +41,7 @@ cli.add_command(_data.data)
 cli.add_command(_features.features)
 cli.add_command(_train.config)
 cli.add_command(_train.train)
+cli.add_command(_train.explain)
 cli.add_command(_study.study)
 for _command in (_study.worker, _study.launch, _study.slurm, _study.status, _study.export,
                  _study.dashboard, _study.quickstart, _study.report):  # fmt: skip
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         _fail(exc.format_message())
         return exc.exit_code
+    except OSError as exc:  # a path the commands did not check themselves: still one line
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}:{where}; check the path and its permissions")
+        return 1
     return status if isinstance(status, int) else 0
 
 

@@ -65,3 +65,31 @@ def train(config_file: Path, out: Path | None) -> None:
     summary = metrics.get("test") or metrics["mean"]["test"]
     click.echo(f"run folder: {result.out}")
     click.echo("test: " + json.dumps({k: v for k, v in summary.items() if k != "n_cases"}))
+
+
+@click.command()
+@click.argument("run", type=PATH)
+@click.option("--case", default=None, help="Explain this case (default: the whole run).")
+@click.option(
+    "--out", type=PATH, default=None, help="Folder for the pictures (default: RUN/explain)."
+)
+def explain(run: Path, case: str | None, out: Path | None) -> None:
+    """Attention maps of a case of run folder RUN, or the attention of its misclassified cases."""
+    from tuner.explain import explain_case, explain_run
+
+    if case is None:
+        summary = explain_run(run, out)
+        folder = out or run / "explain"
+        click.echo(
+            f"{len(summary['misclassified'])} of {summary['cases']} test cases misclassified; "
+            f"wrote {folder / summary['picture']}"
+        )
+        return
+    explanation = explain_case(run, case, out)
+    probability = explanation.probabilities[explanation.prediction]
+    click.echo(
+        f"case {case}: label {explanation.label}, predicted {explanation.prediction} "
+        f"(probability {probability:.3f}), model of fold {explanation.fold}"
+    )
+    folder = out or run / "explain" / case
+    click.echo(f"wrote {len(explanation.pictures)} pictures and summary.json to {folder}")

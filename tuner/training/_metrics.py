@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,10 +38,13 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, loss: float) -
             auc = float(
                 roc_auc_score(labels, probs, multi_class="ovr", labels=np.arange(probs.shape[1]))
             )
+    with warnings.catch_warnings():  # one case, or one class present: still well defined
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(labels, predictions))
     return Metrics(
         loss=float(loss) if math.isfinite(loss) else float("nan"),
         auc=auc,
-        balanced_accuracy=float(balanced_accuracy_score(labels, predictions)),
+        balanced_accuracy=balanced,
         accuracy=float(accuracy_score(labels, predictions)),
         n_cases=len(labels),
     )
