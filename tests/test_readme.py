@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    commands = re.findall(r"^(python3\.11 -m venv .*)$", readme, flags=re.M)
+    quick_start = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in quick_start.splitlines() if not line.startswith("#")]
     assert len(commands) == 2, "the README has exactly two set-up commands"
     quickstart, tests = commands
     assert quickstart.endswith("tuner quickstart")

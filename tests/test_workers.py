@@ -48,6 +48,8 @@ def test_two_workers_finish_the_budget_on_postgres(
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert "[w0] worker done" in launched.stdout
     assert "[w1] worker done" in launched.stdout
+    assert "10/10 trials done" in launched.stdout + launched.stderr
+    assert "; best val loss " in launched.stdout + launched.stderr
 
     study = optuna.load_study(study_name="two-workers", storage=open_storage(pg_url))
     trials = study.get_trials()
@@ -99,6 +101,9 @@ def test_diverging_trials_fail_with_their_reason_and_the_worker_goes_on(
     result = run_tuner("worker", "s", "--device", "cpu", env={"TUNER_STORAGE": url}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "worker done: 2 failed" in result.stdout
+    # Progress, one line per trial when not on a terminal.
+    assert "study s: 1/2 trials done, 0 running; no complete trial yet" in result.stderr
+    assert "study s: 2/2 trials done, 0 running; no complete trial yet" in result.stderr
     trials = optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("training diverged at epoch" in t.user_attrs["fail_reason"] for t in trials)

@@ -155,11 +155,12 @@ def worker(
     storage: str | None,
 ) -> None:
     """Run trials of study NAME until its budget of finished trials is reached."""
+    from tuner.cli._options import progress_enabled
     from tuner.study import Interrupted, WorkerOptions, run_worker
 
     options = WorkerOptions(
         device=device, features=features, poll_seconds=poll, max_trials=max_trials,
-        threads=threads, checkpoints=checkpoints,
+        threads=threads, checkpoints=checkpoints, progress=progress_enabled(),
     )  # fmt: skip
     try:
         report = run_worker(_open(storage, interactive=False), name, options)

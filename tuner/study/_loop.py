@@ -73,11 +73,13 @@ def run_trials(
     max_trials: int | None = None,
     on_trial: Callable[[Trial], None] | None = None,
     after_trial: Callable[[], object] | None = None,
+    on_told: Callable[[], object] | None = None,
 ) -> WorkerReport:
     """Run trials of ``study`` until ``budget`` slots are finished (or ``max_trials`` here).
 
     ``on_trial`` runs when a trial starts; ``after_trial`` when it has been told, under the
-    study lock (tidying up after trials, such as deleting checkpoints, happens there).
+    study lock (tidying up after trials, such as deleting checkpoints, happens there);
+    ``on_told`` after that, outside the lock (progress reports).
     """
     report = WorkerReport()
     started = time.perf_counter()
@@ -98,6 +100,8 @@ def run_trials(
             if after_trial is not None:
                 with study_lock(storage, study.study_name):
                     after_trial()
+            if on_told is not None:
+                on_told()
     report.wall_seconds = time.perf_counter() - started
     return report
 

@@ -9,6 +9,7 @@ validation loss and prunes when the pruner says so (``trial.report`` then
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,14 +22,14 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import Trial
+from optuna.trial import Trial, TrialState
 
 from tuner._device import resolve_device
 from tuner.config import apply_overrides
 from tuner.errors import StudyError
 from tuner.features import FeatureStore
 from tuner.storage import RetryingRDBStorage
-from tuner.study._budget import slot_of
+from tuner.study._budget import Budget, slot_of
 from tuner.study._checkpoints import Checkpoints
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
@@ -47,6 +48,7 @@ class WorkerOptions:
     max_trials: int | None = None
     threads: int | None = None
     checkpoints: Path | None = None
+    progress: bool = False
 
 
 class TrainingObjective:
@@ -143,11 +145,13 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("device", str(device))
 
-    report = run_trials(
-        study, storage, settings.budget, objective, poll_seconds=options.poll_seconds,
-        max_trials=options.max_trials, on_trial=label,
-        after_trial=(lambda: checkpoints.sweep(study)) if checkpoints is not None else None,
-    )  # fmt: skip
+    with Progress(study, settings.budget, bar=options.progress) as progress:
+        report = run_trials(
+            study, storage, settings.budget, objective, poll_seconds=options.poll_seconds,
+            max_trials=options.max_trials, on_trial=label,
+            after_trial=(lambda: checkpoints.sweep(study)) if checkpoints is not None else None,
+            on_told=progress.update,
+        )  # fmt: skip
     if report.budget is not None:
         logger.info(
             "worker %s stops: %d of %d trials finished",
@@ -156,6 +160,59 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
             settings.budget,
         )
     return report
+
+
+class Progress:
+    """The study's trials done of its budget and the best so far, after each trial here.
+
+    A bar on a terminal (log lines are printed above it); on anything else (``tuner launch``,
+    SLURM or Compose logs) one log line per trial, which ``--quiet`` silences.
+    """
+
+    def __init__(self, study: optuna.Study, budget: int, *, bar: bool) -> None:
+        from tqdm import tqdm
+
+        self.study = study
+        self.budget = budget
+        self.bar = tqdm(
+            total=budget,
+            desc=f"study {study.study_name}",
+            unit="trial",
+            disable=None if bar else True,
+        )
+        self._redirect: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if not self.bar.disable:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._redirect = logging_redirect_tqdm([logging.getLogger("tuner")])
+
+    def __enter__(self) -> Progress:
+        self._redirect.__enter__()
+        self.update()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(None, None, None)
+        self.bar.close()
+
+    def update(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        budget = Budget.count(trials, self.budget)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        best = min(complete, key=lambda t: float(t.value or 0.0), default=None)
+        best_text = (
+            f"best val loss {best.value:.4f} (trial {best.number})"
+            if best is not None and best.value is not None
+            else "no complete trial yet"
+        )
+        if self.bar.disable:
+            logger.info(
+                "study %s: %d/%d trials done, %d running; %s", self.study.study_name,
+                budget.done, self.budget, budget.active, best_text,
+            )  # fmt: skip
+        else:
+            self.bar.n = budget.done
+            self.bar.set_postfix_str(best_text, refresh=True)
 
 
 def _open_store(settings: StudySettings, override: Path | None, name: str) -> FeatureStore:
