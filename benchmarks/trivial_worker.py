@@ -7,7 +7,12 @@ tell). The objective samples the study's search space, sleeps ``--sleep`` second
 number. At the end it prints one JSON line: trials by state, the seconds spent inside the
 objective (sampling included) and asleep, and the wall seconds of the loop.
 
-    python benchmarks/trivial_worker.py STUDY --storage URL [--sleep 0.0]
+    python benchmarks/trivial_worker.py STUDY --storage URL [--sleep 0.0] [--max-trials N]
+        [--start-file PATH]
+
+With ``--start-file``, the worker gets ready (imports, connection, study loaded), creates
+``PATH.ready-PID`` and waits for ``PATH`` to exist before its loop starts, so that a benchmark
+can start many workers at one moment.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import os
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 from optuna.trial import Trial
@@ -32,6 +38,8 @@ def main() -> None:
     parser.add_argument("--storage", default=os.environ.get("TUNER_STORAGE"))
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds per objective call")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between budget checks")
+    parser.add_argument("--max-trials", type=int, default=None, help="stop after N trials here")
+    parser.add_argument("--start-file", type=Path, default=None, help="wait for this file first")
     args = parser.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -55,7 +63,14 @@ def main() -> None:
             slept += time.perf_counter() - tick
         return float(sum(math.log(abs(v) + 1e-9) for v in params.values() if isinstance(v, float)))
 
-    report = run_trials(study, storage, settings.budget, objective, poll_seconds=args.poll)
+    if args.start_file is not None:
+        Path(f"{args.start_file}.ready-{os.getpid()}").touch()
+        while not args.start_file.exists():
+            time.sleep(0.01)
+    report = run_trials(
+        study, storage, settings.budget, objective, poll_seconds=args.poll,
+        max_trials=args.max_trials,
+    )  # fmt: skip
     print(
         json.dumps(
             {

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -205,6 +206,38 @@ def test_workers_survive_database_restarts(
     assert_budget_met_exactly(trials, 10)
     assert len(trials) == 10, "no trial lost or duplicated"
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 10}
+
+
+@pytest.mark.slow
+def test_every_call_of_a_loaded_study_waits_out_an_outage(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded studies go through Optuna's trial cache, which calls private storage methods:
+    those wait for the database too, not only the public ones."""
+    monkeypatch.setenv("PGPASSWORD", cluster.password)
+    storage = open_storage(cluster.url(database="tuner"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.tell(study.ask(), 1.0)
+    study = optuna.load_study(study_name="s", storage=storage)
+
+    def during_outage(call):  # type: ignore[no-untyped-def]
+        cluster.stop("fast")
+        restart = threading.Timer(3.0, cluster.start)
+        restart.start()
+        started = time.monotonic()
+        try:
+            result = call()
+        finally:
+            restart.join()
+        assert time.monotonic() - started >= 2.5, "the call ran while the database was down"
+        return result
+
+    assert len(during_outage(study.get_trials)) == 1
+    trial = during_outage(study.ask)
+    assert during_outage(lambda: trial.suggest_float("x", 0.0, 1.0)) is not None
+    study.tell(trial, 0.5)
+    assert during_outage(lambda: study.best_trial).value == 0.5
 
 
 @pytest.mark.slow

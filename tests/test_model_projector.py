@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tuner.model import dropout_mask
+from tuner.model import _linear, dropout_mask
 from tuner.model._projector import Projector, _LinearReLUMask
 
 
@@ -69,3 +69,40 @@ def test_float16_input_gives_output_in_the_weights_dtype() -> None:
     out = projector(x.half())
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, projector(x), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_float32_matmuls_match_float64(onednn: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 path (through oneDNN where this torch has it, else torch.mm) keeps float32
+    accuracy: values and gradients as the float64 computation, within float32 rounding."""
+    monkeypatch.setattr(_linear, "ONEDNN", onednn and _linear.ONEDNN)
+    projector = make_projector(0.3).train()
+    x = torch.randn(3000, 12, dtype=torch.float64)
+    grad = torch.randn(3000, 6, dtype=torch.float64)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        projector.to(dtype).zero_grad()
+        torch.manual_seed(7)
+        out = projector(x.to(dtype))
+        out.backward(grad.to(dtype))
+        grads = [p.grad.clone().double() for p in projector.parameters() if p.grad is not None]
+        results.append([out.detach().double(), *grads])
+    for wide, narrow in zip(*results, strict=True):
+        torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_linear_matches_float64(onednn: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attention's linear map: float32 values and gradients as in float64."""
+    monkeypatch.setattr(_linear, "ONEDNN", onednn and _linear.ONEDNN)
+    generator = torch.Generator().manual_seed(3)
+    tensors = [torch.randn(shape, dtype=torch.float64, generator=generator) for shape in
+               ((500, 16), (8, 16), (8,), (500, 8))]  # fmt: skip
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        x, weight, bias = (t.to(dtype).detach().requires_grad_() for t in tensors[:3])
+        out = _linear.linear(x, weight, bias)
+        out.backward(tensors[3].to(dtype))
+        results.append([t.detach().double() for t in (out, x.grad, weight.grad, bias.grad)])
+    for wide, narrow in zip(*results, strict=True):
+        torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-4)

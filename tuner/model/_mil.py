@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tuner.model._dropout import Dropout
+from tuner.model._linear import linear
 from tuner.model._projector import Projector, StandardizedLinear
 from tuner.model._segment import segment_softmax, segment_sum
 
@@ -141,9 +142,9 @@ class Attention(nn.Module):
         self.score = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        a = torch.tanh(self.hidden(h))
+        a = torch.tanh(linear(h, self.hidden.weight, self.hidden.bias))
         if self.gate is not None:
-            a = a * torch.sigmoid(self.gate(h))
+            a = a * torch.sigmoid(linear(h, self.gate.weight, self.gate.bias))
         logits: torch.Tensor = self.score(self.dropout(a)).squeeze(-1)
         return logits
 

@@ -4,6 +4,9 @@ It is the model's one large matmul and, on CPU, runs as one fused op: the matmul
 the dropout mask applied in place, saving only the input (as given, e.g. float16) and the
 output for the backward pass; ReLU's and dropout's gradient mask is ``output > 0``. Unfused,
 ReLU and dropout would each write and keep a fresh ``(n, embed)`` tensor and read it back.
+
+Its two matmuls (the forward, with ReLU fused, and the weight gradient) are
+:func:`tuner.model._linear.matmul`: oneDNN's for float32 where this torch has it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from torch import nn
 
 from tuner.model._dropout import Dropout, dropout_mask
+from tuner.model._linear import matmul
 
 __all__ = ["Projector", "StandardizedLinear"]
 
@@ -106,7 +110,7 @@ class _LinearReLUMask(torch.autograd.Function):
         mask: torch.Tensor | None,
         scale: float,
     ) -> torch.Tensor:
-        out = torch.addmm(bias, x.to(weight.dtype), weight.t()).clamp_min_(0)
+        out = matmul(x.to(weight.dtype), weight, bias, relu=True)
         if mask is not None:
             out.mul_(mask)
         ctx.save_for_backward(x, weight, out)
@@ -123,7 +127,7 @@ class _LinearReLUMask(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (grad.mm(weight) * scale).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = grad.t().mm(x.to(grad.dtype)).mul_(scale)
+            grad_weight = matmul(grad.t(), x.to(grad.dtype).t()).mul_(scale)
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0).mul_(scale)
         return grad_x, grad_weight, grad_bias, None, None

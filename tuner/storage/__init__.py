@@ -89,6 +89,7 @@ def open_storage(
         )
     if resolved.kind == "sqlite":
         event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # Optuna's setup pooled connections before the listener existed
     return storage
 
 
