@@ -10,6 +10,7 @@ WAL pragmas and file lock) in a temporary folder.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import psycopg2
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.pg
+from tests.pg import fresh_database
 from tuner.features import StoreCase, StoreRow, StoreWriter
 from tuner.storage import open_storage
 from tuner.study import create_study
@@ -54,22 +55,8 @@ def throwaway_storage(kind: str, scratch: Path, server: str = POSTGRES_SERVER) -
         folder.mkdir(parents=True)
         yield f"sqlite:///{folder / 'tuner.db'}"
         return
-    name = f"tuner_bench_{uuid.uuid4().hex[:10]}"
-    _admin(server, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, sql: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        connection.close()
+    with fresh_database("tuner_bench", server) as url:
+        yield url
 
 
 def new_study(url: str, name: str, store: Path, trials: int, sampler: str = "tpe") -> None:

@@ -22,20 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+from sqlalchemy.engine import make_url
 
 LOCAL = "postgresql://postgres@127.0.0.1:5432"
 BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @contextmanager
-def fresh_database(prefix: str = "tuner_test") -> Iterator[str]:
-    """A new, empty database on the local server; dropped afterwards. Yields its URL."""
+def fresh_database(prefix: str = "tuner_test", server: str = f"{LOCAL}/postgres") -> Iterator[str]:
+    """A new, empty database on ``server`` (the local one by default); dropped afterwards.
+    Yields its URL. The benchmarks use it too."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(f"{LOCAL}/postgres", f'CREATE DATABASE "{name}"')
+    _admin(server, f'CREATE DATABASE "{name}"')
     try:
-        yield f"{LOCAL}/{name}"
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        _admin(f"{LOCAL}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _admin(url: str, sql: str) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tuner.model._dropout import Dropout
-from tuner.model._linear import linear
+from tuner.model._linear import Linear
 from tuner.model._projector import Projector, StandardizedLinear
 from tuner.model._segment import segment_softmax, segment_sum
 
@@ -136,15 +136,15 @@ class Attention(nn.Module):
 
     def __init__(self, embed_dim: int, attn_dim: int, dropout: float, gated: bool) -> None:
         super().__init__()
-        self.hidden = nn.Linear(embed_dim, attn_dim)
-        self.gate = nn.Linear(embed_dim, attn_dim) if gated else None
+        self.hidden = Linear(embed_dim, attn_dim)
+        self.gate = Linear(embed_dim, attn_dim) if gated else None
         self.dropout = Dropout(dropout)
         self.score = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        a = torch.tanh(linear(h, self.hidden.weight, self.hidden.bias))
+        a = torch.tanh(self.hidden(h))
         if self.gate is not None:
-            a = a * torch.sigmoid(linear(h, self.gate.weight, self.gate.bias))
+            a = a * torch.sigmoid(self.gate(h))
         logits: torch.Tensor = self.score(self.dropout(a)).squeeze(-1)
         return logits
 

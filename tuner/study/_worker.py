@@ -198,11 +198,11 @@ class Progress:
     def update(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         budget = Budget.count(trials, self.budget)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        best = min(complete, key=lambda t: float(t.value or 0.0), default=None)
+        values = [(t.value, t.number) for t in trials if t.state == TrialState.COMPLETE]
+        best = min((v for v in values if v[0] is not None), default=None)
         best_text = (
-            f"best val loss {best.value:.4f} (trial {best.number})"
-            if best is not None and best.value is not None
+            f"best val loss {best[0]:.4f} (trial {best[1]})"
+            if best is not None
             else "no complete trial yet"
         )
         if self.bar.disable:
