@@ -262,22 +262,39 @@ def export(name: str, out: Path | None, trials_csv: Path | None, storage: str | 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--read-only", is_flag=True,
+    help="Refuse every request but GET and HEAD (405): nobody can delete or change a study.",
+)  # fmt: skip
+@click.option(
+    "--allow-writes", is_flag=True,
+    help="Serve the write endpoints on an address other than loopback (behind a proxy with "
+    "authentication).",
+)  # fmt: skip
 @storage_option
-def dashboard(host: str, port: int, storage: str | None) -> None:
+def dashboard(
+    host: str, port: int, read_only: bool, allow_writes: bool, storage: str | None
+) -> None:
     """Serve optuna-dashboard on the study storage (localhost only unless told otherwise)."""
-    from optuna_dashboard import run_server
+    from tuner.dashboard import check_exposure, is_loopback, serve_dashboard
 
+    check_exposure(host, read_only=read_only, allow_writes=allow_writes)
     opened = _open(storage)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         logger.warning(
             "the dashboard has no authentication and is bound to %s: anyone who reaches this "
-            "port sees and can edit the studies; prefer an SSH tunnel or a reverse proxy with "
-            "authentication",
+            "port sees the studies%s",
             host,
+            " (read-only)"
+            if read_only
+            else " and can edit them; prefer an SSH tunnel or a reverse proxy with authentication",
         )
-    click.echo(f"dashboard of {opened.public_url}: http://{host}:{port}/dashboard/", err=True)
+    mode = " (read-only)" if read_only else ""
+    click.echo(
+        f"dashboard of {opened.public_url}{mode}: http://{host}:{port}/dashboard/", err=True
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        run_server(opened, host=host, port=port)
+        serve_dashboard(opened, host=host, port=port, read_only=read_only)
 
 
 @click.command()
