@@ -1,4 +1,4 @@
-"""``tuner study create|delete|list``, ``worker``, ``launch``, ``slurm``, ``status``,
+"""``tuner study create|delete|list``, ``worker``, ``launch``, ``slurm``, ``k8s``, ``status``,
 ``export`` and ``dashboard``."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from tuner.cli._options import PATH
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("tuner.cli")
+
+PRUNER = click.Choice(["median", "asha", "hyperband", "none"])  # tuner.study.PRUNERS, SAMPLERS
+SAMPLER = click.Choice(["tpe", "random", "cmaes"])  # (not imported here: that imports Optuna)
 
 INTERACTIVE_RETRY_SECONDS = 15.0
 """How long a command a person waits on (status, export, ...) retries an unreachable database."""
@@ -60,13 +63,8 @@ def study() -> None:
 @click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
 @click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
 @click.option("--trials", default=50, show_default=True, help="Budget of finished trials.")
-@click.option(
-    "--pruner", type=click.Choice(["median", "asha", "hyperband", "none"]), default="median",
-    show_default=True,
-)  # fmt: skip
-@click.option(
-    "--sampler", type=click.Choice(["tpe", "random", "cmaes"]), default="tpe", show_default=True
-)
+@click.option("--pruner", type=PRUNER, default="median", show_default=True)
+@click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
 @click.option(
     "--checkpoints", type=PATH, default=None,
@@ -226,6 +224,73 @@ def slurm(
         time_limit=time_limit, cpus_per_task=cpus_per_task, partition=partition,
     )  # fmt: skip
     click.echo(script, nl=False)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--workers", type=int, required=True, help="Worker pods.")
+@click.option("--gpus-per-worker", default=1, show_default=True, help="GPUs per pod.")
+@click.option("--cpus-per-worker", default=8, show_default=True, help="CPUs requested per pod.")
+@click.option(
+    "--image", default="tuner:latest", show_default=True,
+    help="Image built from the Dockerfile, pushed where the cluster pulls from.",
+)  # fmt: skip
+@click.option(
+    "--features-claim", default="tuner-features", show_default=True, metavar="PVC",
+    help="PersistentVolumeClaim holding the feature store (mounted read-only).",
+)  # fmt: skip
+@click.option(
+    "--checkpoints-claim", default=None, metavar="PVC",
+    help="ReadWriteMany claim for the trials' checkpoints (default: none).",
+)  # fmt: skip
+@click.option(
+    "--secret", default="tuner-db", show_default=True,
+    help="Secret whose key 'password' holds the database password.",
+)  # fmt: skip
+@click.option(
+    "--max-restarts", default=3, show_default=True,
+    help="Failed pods replaced per worker (the Job's backoffLimit is this times --workers).",
+)  # fmt: skip
+@click.option("--trials", default=50, show_default=True, help="Budget of the study.")
+@click.option("--pruner", type=PRUNER, default="median", show_default=True)
+@click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
+@click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
+@click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
+@click.option("--out", type=PATH, default=None, help="Write the manifests here (default: print).")
+@storage_option
+def k8s(
+    name: str,
+    workers: int,
+    gpus_per_worker: int,
+    cpus_per_worker: int,
+    image: str,
+    features_claim: str,
+    checkpoints_claim: str | None,
+    secret: str,
+    max_restarts: int,
+    trials: int,
+    pruner: str,
+    sampler: str,
+    space: Path | None,
+    config: Path | None,
+    out: Path | None,
+    storage: str | None,
+) -> None:
+    """Write Kubernetes manifests for study NAME: create Job, worker Job, read-only dashboard."""
+    from tuner.study import K8sOptions, k8s_manifests
+
+    options = K8sOptions(
+        workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+        image=image, features_claim=features_claim, checkpoints_claim=checkpoints_claim,
+        secret=secret, max_restarts=max_restarts, trials=trials, pruner=pruner,
+        sampler=sampler, space=space, config=config,
+    )  # fmt: skip
+    manifests = k8s_manifests(name, options, storage=storage)
+    if out is None:
+        click.echo(manifests, nl=False)
+        return
+    out.write_text(manifests)
+    click.echo(f"wrote {out}: kubectl apply -f {out}", err=True)
 
 
 @click.command()
