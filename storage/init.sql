@@ -5,9 +5,9 @@
 --
 -- The passwords come from the environment (psql's \getenv), never the command line.
 --   tuner_app     owns the study tables: `tuner study create` (which creates the tables on
---                 first use), `tuner dashboard`, `tuner export`.
+--                 first use), `tuner export`, a dashboard that may write (`--allow-writes`).
 --   tuner_worker  reads and writes the study tables and nothing else: `tuner worker`.
---   tuner_reader  reads them: reports, status, notebooks.
+--   tuner_reader  reads them: `tuner dashboard --read-only`, reports, status, notebooks.
 \set ON_ERROR_STOP on
 \getenv app_password TUNER_APP_PASSWORD
 \getenv worker_password TUNER_WORKER_PASSWORD

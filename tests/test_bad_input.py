@@ -248,6 +248,28 @@ CASES = [
         "slurm mil --workers 4 --time 3h --storage postgresql://u@h/db",
         "--time must look like HH:MM:SS",
     ),
+    Case(
+        "k8s: embedded storage",
+        "k8s mil --workers 4 --storage {db} --out {root}/k8s.yaml",
+        "needs a shared PostgreSQL",
+    ),
+    Case(
+        "k8s: claim that is no Kubernetes name",
+        "k8s mil --workers 4 --features-claim Features_PVC --storage postgresql://u@h/db "
+        "--out {root}/k8s.yaml",
+        "features_claim 'Features_PVC' is not a Kubernetes object name",
+    ),
+    Case(
+        "k8s: space that is not YAML",
+        "k8s mil --workers 4 --space {malformed} --storage postgresql://u@h/db "
+        "--out {root}/k8s.yaml",
+        "is not valid YAML",
+    ),
+    Case(
+        "dashboard: writable on every address",
+        "dashboard --host 0.0.0.0 --storage {db}",
+        "would let anyone who reaches it delete and change studies",
+    ),
     Case("cli: unknown option", "status mil --storag {db}", "No such option '--storag'"),
 ]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_tuner
+from tests.pg import free_port
 from tuner.features import FeatureStore
 
 QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
@@ -82,6 +83,24 @@ def test_unreachable_database_is_one_line_in_a_real_process(tmp_path: Path) -> N
     assert lines[-1].startswith("tuner: error: the study database at ")
     assert "unreachable for 1 s" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--read-only", "--allow-writes"]], ids=["writes", "both"])
+def test_dashboard_beyond_loopback_needs_read_only_or_allow_writes(
+    flags: list[str], tmp_path: Path
+) -> None:
+    """Refused before anything starts: no server (the old code served, and never returned),
+    no storage opened."""
+    result = run_tuner(
+        "dashboard", "--host", "0.0.0.0", "--port", free_port(), *flags, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    message = "would let anyone who reaches it delete" if not flags else "contradict each other"
+    assert lines[0].startswith("tuner: error: ")
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []  # not even the embedded store's folder
 
 
 @pytest.mark.slow

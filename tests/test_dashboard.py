@@ -1,4 +1,5 @@
-"""``tuner dashboard`` as a person sees it: headless Chromium on a study with every trial state.
+"""``tuner dashboard`` as a person sees it: headless Chromium on a study with every trial state,
+and the read-only dashboard refusing every write.
 
 The browser is Debian's ``chromium`` driven by Playwright (no browser download). Screenshots go
 to ``test-results/`` beside the tests (or ``$TUNER_TEST_RESULTS``) to be looked at.
@@ -6,6 +7,7 @@ to ``test-results/`` beside the tests (or ``$TUNER_TEST_RESULTS``) to be looked 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,7 +16,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -59,15 +63,13 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def dashboard(study_storage: tuple[str, str], tmp_path: Path) -> Iterator[str]:
-    """``tuner dashboard`` as a process; yields its address once it answers."""
-    backend, url = study_storage
+@contextmanager
+def serving(cwd: Path, options: list[str]) -> Iterator[str]:
+    """``tuner dashboard OPTIONS`` as a process; yields its address once it answers."""
     port = free_port()
-    storage = ["--storage", url] if backend == "postgres" else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "dashboard", "--port", str(port), *storage],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tuner", "dashboard", "--port", str(port), *options],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{port}/dashboard/"
     try:
@@ -86,6 +88,21 @@ def dashboard(study_storage: tuple[str, str], tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+@pytest.fixture
+def dashboard(study_storage: tuple[str, str], tmp_path: Path) -> Iterator[str]:
+    """``tuner dashboard`` on the study; yields its address once it answers."""
+    backend, url = study_storage
+    with serving(tmp_path, ["--storage", url] if backend == "postgres" else []) as address:
+        yield address
+
+
+def launch_chromium(playwright: Any) -> Any:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)  # a busy 2-core machine renders slowly
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
 def test_dashboard_shows_the_study_in_a_real_browser(
     dashboard: str, study_storage: tuple[str, str]
 ) -> None:
@@ -95,10 +112,9 @@ def test_dashboard_shows_the_study_in_a_real_browser(
     study = optuna.load_study(study_name="mil", storage=open_storage(url))
     RESULTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(30_000)
-        expect.set_options(timeout=30_000)  # a busy 2-core machine renders slowly
 
         # The study list: our study, minimising.
         page.goto(dashboard)
@@ -129,3 +145,84 @@ def test_dashboard_shows_the_study_in_a_real_browser(
 
     for name in ("study", "trials"):
         assert (RESULTS / f"dashboard-{backend}-{name}.png").stat().st_size > 20_000
+
+
+@pytest.fixture
+def read_only_dashboard(store: FeatureStore, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``tuner dashboard --read-only`` on a Postgres study whose objective has a name."""
+    with fresh_database() as url:
+        storage = open_storage(url)
+        create_study(storage, "mil", store.path, space=QUICK, trials=8, pruner="asha")
+        study = optuna.load_study(study_name="mil", storage=storage)
+        if study.metric_names is None:  # the test names it if tuner does not (yet)
+            study.set_metric_names(["val_loss"])
+        fill(study)
+        with serving(tmp_path, ["--storage", url, "--read-only"]) as address:
+            yield address, url
+
+
+FETCH = """async ([method, path, body]) => {
+    const headers = {"Content-Type": "application/json"};
+    const response = await fetch(path, {method, body, headers});
+    return [response.status, response.headers.get("Allow")];
+}"""
+
+
+def test_read_only_dashboard_renders_the_study_and_refuses_every_write(
+    read_only_dashboard: tuple[str, str],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    address, url = read_only_dashboard
+    study = optuna.load_study(study_name="mil", storage=open_storage(url))
+
+    def snapshot() -> Any:
+        storage = open_storage(url)
+        (summary,) = optuna.get_all_study_summaries(storage)  # no study added, none deleted
+        study_id = storage.get_study_id_from_name("mil")
+        trials = [
+            (t.number, t.state, t.value, t.system_attrs) for t in storage.get_all_trials(study_id)
+        ]
+        return summary.study_name, storage.get_study_system_attrs(study_id), trials  # notes too
+
+    before = snapshot()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        page.goto(address)
+        expect(page.get_by_text("1. mil")).to_be_visible()
+        page.get_by_text("1. mil").click()
+        expect(page.get_by_text(f"Best Trial (number={study.best_trial.number})")).to_be_visible()
+        expect(page.get_by_text("val_loss").first).to_be_visible()  # the objective's name
+        expect(page.get_by_text("Objective 0")).to_have_count(0)
+        expect(page.locator(".js-plotly-plot").first.locator("svg.main-svg").first).to_be_visible()
+        page.screenshot(path=RESULTS / "dashboard-read-only-study.png", full_page=True)
+
+        # The writes the dashboard's own buttons send, from the page, as a browser sends them.
+        study_id = study._study_id
+        trial_id = study.trials[0]._trial_id
+        note = json.dumps({"version": 1, "body": "changed"})
+        writes = [
+            ("DELETE", f"/api/studies/{study_id}", None),
+            ("PUT", f"/api/studies/{study_id}/note", note),
+            ("PUT", f"/api/studies/{study_id}/{trial_id}/note", note),
+            ("POST", f"/api/trials/{trial_id}/tell", json.dumps({"state": "Fail"})),
+            ("POST", f"/api/studies/{study_id}/rename", json.dumps({"study_name": "other"})),
+            (
+                "POST",
+                "/api/studies",
+                json.dumps({"study_name": "new", "directions": ["minimize"]}),
+            ),
+        ]
+        for method, path, body in writes:
+            status, allow = page.evaluate(FETCH, [method, path, body])
+            assert (status, allow) == (405, "GET, HEAD"), (method, path)
+        assert page.evaluate(FETCH, ["GET", "/api/studies", None])[0] == 200
+
+        page.goto(address)
+        expect(page.get_by_text("1. mil")).to_be_visible()
+        browser.close()
+
+    assert snapshot() == before

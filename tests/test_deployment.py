@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -126,33 +127,60 @@ def test_compose_services_run_natively(
         assert denied.returncode != 0
         assert "must be owner" in denied.stderr
 
+        # the dashboard: read-only, as the reader role, and still the whole study on show
         port = free_port()
         command = native(service_command(compose, "dashboard", compose_env), store)
+        assert "--read-only" in command
         command[command.index("8080")] = str(port)
         env = {
             **os.environ,
-            "TUNER_STORAGE": f"postgresql://tuner_app@127.0.0.1:{cluster.port}/tuner",
-            "TUNER_DB_PASSWORD_FILE": str(files["app"]),
+            "TUNER_STORAGE": compose["services"]["dashboard"]["environment"][
+                "TUNER_STORAGE"
+            ].replace("@postgres:5432", f"@127.0.0.1:{cluster.port}"),
+            "TUNER_DB_PASSWORD_FILE": str(files["reader"]),
         }
+        assert env["TUNER_STORAGE"].startswith("postgresql://tuner_reader@")
+        env.pop("PGPASSWORD", None)
         server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        base = f"http://127.0.0.1:{port}"
         try:
 
-            def studies() -> Any:
+            def get(path: str) -> Any:
                 try:
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/api/studies", timeout=2
-                    ) as r:
+                    with urllib.request.urlopen(base + path, timeout=5) as r:
                         return json.load(r)
                 except OSError:
                     return None
 
-            assert wait_until(lambda: studies() is not None, timeout=60)
-            listed = studies()["study_summaries"]
+            assert wait_until(lambda: get("/api/studies") is not None, timeout=60)
+            listed = get("/api/studies")["study_summaries"]
             assert [s["study_name"] for s in listed] == ["compose"]
+            detail = get(f"/api/studies/{listed[0]['study_id']}")
+            assert detail is not None, server.stderr
+            assert len(detail["trials"]) == 2
+            assert detail["best_trials"]
+            delete = urllib.request.Request(
+                f"{base}/api/studies/{listed[0]['study_id']}", method="DELETE"
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(delete, timeout=5)
+            assert refused.value.code == 405
         finally:
             server.terminate()
             _, stderr = server.communicate(timeout=30)
         assert "no authentication" in stderr
+        assert "(read-only)" in stderr
+
+        # and the reader role could not have written had the dashboard tried
+        for sql in ("DELETE FROM trials", "UPDATE studies SET study_name = 'x'"):
+            refused_sql = subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "tuner_reader",
+                 "-d", "tuner", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                env={**os.environ, "PGPASSWORD": passwords["reader"]},
+                capture_output=True, text=True,
+            )  # fmt: skip
+            assert refused_sql.returncode != 0
+            assert "permission denied" in refused_sql.stderr
         for password in passwords.values():
             assert (
                 password

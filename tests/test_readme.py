@@ -23,7 +23,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_readme_commands_exist() -> None:
     readme = (ROOT / "README.md").read_text()
-    used = set(re.findall(r"^tuner ([a-z-]+)", readme, flags=re.M))
-    used |= set(re.findall(r"`tuner ([a-z-]+)", readme))
+    used = set(re.findall(r"^tuner ([a-z][a-z0-9-]*)", readme, flags=re.M))
+    used |= set(re.findall(r"`tuner ([a-z][a-z0-9-]*)", readme))
     assert used
     assert used <= set(cli.commands), used - set(cli.commands)

@@ -94,6 +94,7 @@ def test_password_never_shows(
 
     tuner("status", study)
     tuner("export", study, "--out", tmp_path / "best.yaml", "--trials", tmp_path / "trials.csv")
+    tuner("k8s", study, "--workers", 2, "--out", tmp_path / "k8s.yaml")
     tuner("status", "no-such-study", check=False)
     tuner("study", "create", study, "--features", store.path, "--trials", 3, check=False)
     unreachable = storage.replace(f":{cluster.port}/", ":1/")
@@ -105,7 +106,7 @@ def test_password_never_shows(
     )  # fmt: skip
 
     assert all(SECRET not in text for text in transcript)
-    for path in (tmp_path / "best.yaml", tmp_path / "trials.csv"):
+    for path in (tmp_path / "best.yaml", tmp_path / "trials.csv", tmp_path / "k8s.yaml"):
         assert SECRET not in path.read_text()
     assert "tuner_secret@127.0.0.1" in (tmp_path / "best.yaml").read_text()
     storage_object = open_storage(plain.replace("tuner_secret@", f"tuner_secret:{SECRET}@"))

@@ -7,6 +7,7 @@ the one place that catches :class:`TunerError`; it prints the message and exits 
 from __future__ import annotations
 
 __all__ = [
+    "PERMANENT_EXIT_CODE",
     "ConfigError",
     "DataError",
     "StorageError",
@@ -15,6 +16,11 @@ __all__ = [
     "TrainingError",
     "TunerError",
 ]
+
+PERMANENT_EXIT_CODE = 78
+"""Exit status of a command that failed for a reason a restart cannot fix (no such study, a bad
+feature store, a missing device): launchers and Kubernetes do not restart it
+(sysexits' EX_CONFIG)."""
 
 
 class TunerError(Exception):

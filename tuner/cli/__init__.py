@@ -43,8 +43,8 @@ cli.add_command(_train.config)
 cli.add_command(_train.train)
 cli.add_command(_train.explain)
 cli.add_command(_study.study)
-for _command in (_study.worker, _study.launch, _study.slurm, _study.status, _study.export,
-                 _study.dashboard, _study.quickstart, _study.report):  # fmt: skip
+for _command in (_study.worker, _study.launch, _study.slurm, _study.k8s, _study.status,
+                 _study.export, _study.dashboard, _study.quickstart, _study.report):  # fmt: skip
     cli.add_command(_command)
 
 

@@ -1,4 +1,4 @@
-"""``tuner study create|delete|list``, ``worker``, ``launch``, ``slurm``, ``status``,
+"""``tuner study create|delete|list``, ``worker``, ``launch``, ``slurm``, ``k8s``, ``status``,
 ``export`` and ``dashboard``."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from tuner.cli._options import PATH
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("tuner.cli")
+
+PRUNER = click.Choice(["median", "asha", "hyperband", "none"])  # tuner.study.PRUNERS, SAMPLERS
+SAMPLER = click.Choice(["tpe", "random", "cmaes"])  # (not imported here: that imports Optuna)
 
 INTERACTIVE_RETRY_SECONDS = 15.0
 """How long a command a person waits on (status, export, ...) retries an unreachable database."""
@@ -60,13 +63,8 @@ def study() -> None:
 @click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
 @click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
 @click.option("--trials", default=50, show_default=True, help="Budget of finished trials.")
-@click.option(
-    "--pruner", type=click.Choice(["median", "asha", "hyperband", "none"]), default="median",
-    show_default=True,
-)  # fmt: skip
-@click.option(
-    "--sampler", type=click.Choice(["tpe", "random", "cmaes"]), default="tpe", show_default=True
-)
+@click.option("--pruner", type=PRUNER, default="median", show_default=True)
+@click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
 @click.option(
     "--checkpoints", type=PATH, default=None,
@@ -230,6 +228,73 @@ def slurm(
 
 @click.command()
 @click.argument("name")
+@click.option("--workers", type=int, required=True, help="Worker pods.")
+@click.option("--gpus-per-worker", default=1, show_default=True, help="GPUs per pod.")
+@click.option("--cpus-per-worker", default=8, show_default=True, help="CPUs requested per pod.")
+@click.option(
+    "--image", default="tuner:latest", show_default=True,
+    help="Image built from the Dockerfile, pushed where the cluster pulls from.",
+)  # fmt: skip
+@click.option(
+    "--features-claim", default="tuner-features", show_default=True, metavar="PVC",
+    help="PersistentVolumeClaim holding the feature store (mounted read-only).",
+)  # fmt: skip
+@click.option(
+    "--checkpoints-claim", default=None, metavar="PVC",
+    help="ReadWriteMany claim for the trials' checkpoints (default: none).",
+)  # fmt: skip
+@click.option(
+    "--secret", default="tuner-db", show_default=True,
+    help="Secret whose key 'password' holds the database password.",
+)  # fmt: skip
+@click.option(
+    "--max-restarts", default=3, show_default=True,
+    help="Failed pods replaced per worker (the Job's backoffLimit is this times --workers).",
+)  # fmt: skip
+@click.option("--trials", default=50, show_default=True, help="Budget of the study.")
+@click.option("--pruner", type=PRUNER, default="median", show_default=True)
+@click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
+@click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
+@click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
+@click.option("--out", type=PATH, default=None, help="Write the manifests here (default: print).")
+@storage_option
+def k8s(
+    name: str,
+    workers: int,
+    gpus_per_worker: int,
+    cpus_per_worker: int,
+    image: str,
+    features_claim: str,
+    checkpoints_claim: str | None,
+    secret: str,
+    max_restarts: int,
+    trials: int,
+    pruner: str,
+    sampler: str,
+    space: Path | None,
+    config: Path | None,
+    out: Path | None,
+    storage: str | None,
+) -> None:
+    """Write Kubernetes manifests for study NAME: create Job, worker Job, read-only dashboard."""
+    from tuner.study import K8sOptions, k8s_manifests
+
+    options = K8sOptions(
+        workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+        image=image, features_claim=features_claim, checkpoints_claim=checkpoints_claim,
+        secret=secret, max_restarts=max_restarts, trials=trials, pruner=pruner,
+        sampler=sampler, space=space, config=config,
+    )  # fmt: skip
+    manifests = k8s_manifests(name, options, storage=storage)
+    if out is None:
+        click.echo(manifests, nl=False)
+        return
+    out.write_text(manifests)
+    click.echo(f"wrote {out}: kubectl apply -f {out}", err=True)
+
+
+@click.command()
+@click.argument("name")
 @storage_option
 def status(name: str, storage: str | None) -> None:
     """Trials by state, the best so far, running trials, throughput."""
@@ -262,22 +327,39 @@ def export(name: str, out: Path | None, trials_csv: Path | None, storage: str | 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--read-only", is_flag=True,
+    help="Refuse every request but GET and HEAD (405): nobody can delete or change a study.",
+)  # fmt: skip
+@click.option(
+    "--allow-writes", is_flag=True,
+    help="Serve the write endpoints on an address other than loopback (behind a proxy with "
+    "authentication).",
+)  # fmt: skip
 @storage_option
-def dashboard(host: str, port: int, storage: str | None) -> None:
+def dashboard(
+    host: str, port: int, read_only: bool, allow_writes: bool, storage: str | None
+) -> None:
     """Serve optuna-dashboard on the study storage (localhost only unless told otherwise)."""
-    from optuna_dashboard import run_server
+    from tuner.dashboard import check_exposure, is_loopback, serve_dashboard
 
+    check_exposure(host, read_only=read_only, allow_writes=allow_writes)
     opened = _open(storage)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         logger.warning(
             "the dashboard has no authentication and is bound to %s: anyone who reaches this "
-            "port sees and can edit the studies; prefer an SSH tunnel or a reverse proxy with "
-            "authentication",
+            "port sees the studies%s",
             host,
+            " (read-only)"
+            if read_only
+            else " and can edit them; prefer an SSH tunnel or a reverse proxy with authentication",
         )
-    click.echo(f"dashboard of {opened.public_url}: http://{host}:{port}/dashboard/", err=True)
+    mode = " (read-only)" if read_only else ""
+    click.echo(
+        f"dashboard of {opened.public_url}{mode}: http://{host}:{port}/dashboard/", err=True
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        run_server(opened, host=host, port=port)
+        serve_dashboard(opened, host=host, port=port, read_only=read_only)
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Studies: creation, workers, launching, status and export.
+"""Studies: creation, workers, launching (local, SLURM, Kubernetes), status and export.
 
 Names are imported on first use, so that commands that only read a study (status, export) do
 not pay for importing torch.
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from tuner.study._budget import Budget, next_action, slot_of
     from tuner.study._create import CreateResult, create_study
     from tuner.study._export import best_config, export_best, export_trials
+    from tuner.study._k8s import K8sOptions, k8s_manifests
     from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
     from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
     from tuner.study._settings import (
@@ -32,6 +33,7 @@ _WHERE = {
     "_budget": ("Budget", "next_action", "slot_of"),
     "_create": ("CreateResult", "create_study"),
     "_export": ("best_config", "export_best", "export_trials"),
+    "_k8s": ("K8sOptions", "k8s_manifests"),
     "_launch": ("WorkerPlan", "launch_workers", "plan_workers"),
     "_loop": ("Interrupted", "Objective", "WorkerReport", "run_trials"),
     "_settings": (
@@ -56,6 +58,7 @@ __all__ = [
     "Budget",
     "CreateResult",
     "Interrupted",
+    "K8sOptions",
     "Objective",
     "StudySettings",
     "StudyStatus",
@@ -67,6 +70,7 @@ __all__ = [
     "create_study",
     "export_best",
     "export_trials",
+    "k8s_manifests",
     "launch_workers",
     "load_settings",
     "make_pruner",
