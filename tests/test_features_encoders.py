@@ -13,7 +13,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import Demo
+from tests.helpers import Demo, make_demo
 from tuner.data import build_index
 from tuner.errors import DataError, StoreError
 from tuner.features import (
@@ -122,6 +122,11 @@ def test_presets_build_the_published_architectures(name: str) -> None:
     assert sum(p.numel() for p in skeleton.parameters()) == pytest.approx(params, rel=0.04)
     assert skeleton.num_prefix_tokens == 1 + registers
     assert _probe(Backbone(skeleton, encoder, {}), 224) == dim
+    described = json.loads(json.dumps(Backbone(skeleton, encoder, {}).describe()))
+    assert described["model"] == encoder.model
+    assert described["arguments"]["init_values"] == 1e-5
+    swiglu = isinstance(skeleton.blocks[0].mlp, timm.layers.mlp.GluMlp)
+    assert swiglu == (name != "uni")  # UNI2-h, Virchow2 and H-optimus-0 use SwiGLU
 
 
 def test_every_preset_has_a_name() -> None:
@@ -247,8 +252,9 @@ def test_hub_weights_come_with_their_revision(hub_cache: Path, demo: Demo, tmp_p
 
 
 def test_a_resume_that_would_load_another_hub_revision_starts_over(
-    hub_cache: Path, fresh_demo: Demo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fresh_demo = make_demo(tmp_path / "demo", cases=6)
     repo = "timm/resnet18.a1_in1k"
     first, second = timm.create_model("resnet18"), timm.create_model("resnet18")
     fake_hub_repo(hub_cache, repo, {"model.safetensors": first.state_dict()})

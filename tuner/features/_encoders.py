@@ -80,6 +80,9 @@ class Encoder:
 
 def _plain(value: Any) -> Any:
     """A JSON-safe form of a model argument: classes and functions by their dotted name."""
+    if isinstance(value, functools.partial):
+        bound = ", ".join(f"{k}={_plain(v)}" for k, v in value.keywords.items())
+        return f"{_plain(value.func)}({bound})"
     if isinstance(value, type) or callable(value):
         return f"{value.__module__}.{value.__qualname__}"
     return value
