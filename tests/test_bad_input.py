@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from tests.helpers import make_demo
@@ -45,6 +46,11 @@ class World:
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
+    return path
+
+
+def save_state(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    torch.save({k: torch.zeros(shape) for k, shape in shapes.items()}, path)
     return path
 
 
@@ -98,6 +104,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
                 "train.learning_rate: {type: float, low: 0, high: 1}\n",
             ),
             "bad_pw": write(root / "bad.pw", "not-the-password\n"),
+            "resnet_weights": save_state(root / "resnet.pth", {"conv1.weight": (64, 3, 7, 7)}),
         }
         yield w
 
@@ -137,12 +144,40 @@ CASES = [
     Case(
         "features: missing weights file",
         "features extract {patches} --labels {labels} --out {root}/new --weights {root}/w.pth",
-        "neither 'imagenet', 'random' nor an existing file",
+        "neither 'pretrained', 'imagenet', 'random' nor an existing file",
     ),
     Case(
         "features: existing store, other settings",
         "features extract {patches} --labels {labels} --out {store} --weights random --views 3",
         "exists with a different manifest",
+    ),
+    Case(
+        "features: unknown backbone",
+        "features extract {patches} --labels {labels} --out {root}/new --backbone resnet181",
+        "unknown backbone 'resnet181': not a preset",
+    ),
+    Case(
+        "features: unknown timm model",
+        "features extract {patches} --labels {labels} --out {root}/new --backbone timm:resnet181",
+        "unknown timm model 'resnet181'",
+    ),
+    Case(
+        "features: weights of another model for a preset",
+        "features extract {patches} --labels {labels} --out {root}/new --backbone uni "
+        "--weights {resnet_weights}",
+        "does not fit uni (vit_large_patch16_224)",
+    ),
+    Case(
+        "features: ImageNet weights for a timm model",
+        "features extract {patches} --labels {labels} --out {root}/new --backbone timm:resnet18 "
+        "--weights imagenet",
+        "pass weights 'pretrained'",
+    ),
+    Case(
+        "features: image size the model cannot take",
+        "features extract {patches} --labels {labels} --out {root}/new --backbone vit_b_16 "
+        "--weights random",
+        "cannot encode 32x32 px images",
     ),
     Case("features: not a store", "features info {root}/demo", "is not a feature store"),
     Case("config init: missing store", "config init --features {root}/none", "does not exist"),

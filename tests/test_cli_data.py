@@ -90,7 +90,7 @@ BAD_INPUT = [
      "only one class"),
     ("missing weights file", lambda d, t: ["features", "extract", d.patches, "--labels", d.labels,
                                            "--out", t / "s", "--weights", t / "w.pth"],
-     "neither 'imagenet', 'random' nor an existing file"),
+     "'imagenet', 'random' nor an existing file"),
     ("store that is not one", lambda d, t: ["features", "info", d.patches],
      "is not a feature store"),
     ("bad device", lambda d, t: ["features", "extract", d.patches, "--labels", d.labels,

@@ -112,9 +112,26 @@ def test_existing_store_is_reused_or_refused(
     assert not list(tmp_path.glob("store.*"))
 
 
+def test_a_store_written_before_encoders_is_still_complete(
+    store: FeatureStore, demo: Demo, tmp_path: Path
+) -> None:
+    out = tmp_path / "old"
+    shutil.copytree(store.path, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest.pop("encoder") == {"library": "torchvision", "model": "densenet121",
+                                       "pooling": "avg"}  # fmt: skip
+    (out / "manifest.json").write_text(json.dumps(manifest))  # what version 0.1 wrote
+    before = (out / "manifest.json").read_text()
+    again = extract_features(
+        demo.patches, demo.labels, out, ExtractOptions(**{**FAST.__dict__, "views": 2})
+    )
+    assert again.checksum == store.checksum
+    assert (out / "manifest.json").read_text() == before
+
+
 def test_missing_weights_file_writes_nothing(demo: Demo, tmp_path: Path) -> None:
     options = ExtractOptions(**{**FAST.__dict__, "weights": str(tmp_path / "w.pth")})
-    with pytest.raises(StoreError, match="neither 'imagenet', 'random' nor an existing file"):
+    with pytest.raises(StoreError, match="'imagenet', 'random' nor an existing file"):
         extract_features(demo.patches, demo.labels, tmp_path / "out", options)
     assert list(tmp_path.iterdir()) == []
 
@@ -132,7 +149,7 @@ def test_weights_from_a_file(demo: Demo, tmp_path: Path) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(first(x), second(x))
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(StoreError, match="does not fit DenseNet121"):
+    with pytest.raises(StoreError, match="does not fit densenet121"):
         build_backbone(WeightsSpec.parse(str(tmp_path / "other.pth")))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(StoreError, match="not a PyTorch state dict"):

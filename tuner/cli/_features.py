@@ -21,14 +21,23 @@ def features() -> None:
 @dataset_options
 @click.option("--out", type=PATH, required=True, help="Feature store folder to write.")
 @click.option(
-    "--weights", default="imagenet", show_default=True,
-    help="Backbone weights: imagenet, random (seeded), or a DenseNet121 state-dict file.",
+    "--backbone",
+    default="densenet121",
+    show_default=True,
+    help="Encoder: densenet121, uni, uni2-h, virchow2, h-optimus-0, a torchvision model, or "
+    "timm:MODEL (timm:hf-hub:ORG/NAME too); hub models take @REVISION.",
+)
+@click.option(
+    "--weights", default="pretrained", show_default=True,
+    help="pretrained (the model's own; imagenet for torchvision), random (seeded), or a "
+    "state-dict file. Gated hub models read the token in HF_TOKEN.",
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=64, show_default=True, help="Patches per forward pass.")
 @click.option(
-    "--image-size", type=int, default=None, help="Resize patches (default: as they are)."
-)
+    "--image-size", type=int, default=None,
+    help="Resize patches (default: the encoder's input size; torchvision: as they are).",
+)  # fmt: skip
 @click.option("--views", default=1, show_default=True, help="The patch plus K-1 augmented copies.")
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights and views.")
 @click.option("--workers", type=int, default=None, help="Loader processes (default: 0 on CPU).")
@@ -41,6 +50,7 @@ def extract(
     label_column: str,
     classes: str | None,
     out: Path,
+    backbone: str,
     weights: str,
     device: str,
     batch_size: int,
@@ -50,7 +60,7 @@ def extract(
     workers: int | None,
     overwrite: bool,
 ) -> None:
-    """Run the frozen DenseNet121 once over every patch in PATCHES and write a feature store.
+    """Run a frozen encoder once over every patch in PATCHES and write a feature store.
 
     An interrupted extraction resumes where it stopped when run again with the same options.
     """
@@ -58,8 +68,9 @@ def extract(
     from tuner.features import ExtractOptions, extract_features
 
     options = ExtractOptions(
-        weights=weights, seed=seed, device=device, batch_size=batch_size, image_size=image_size,
-        views=views, workers=workers, overwrite=overwrite, progress=progress_enabled(),
+        backbone=backbone, weights=weights, seed=seed, device=device, batch_size=batch_size,
+        image_size=image_size, views=views, workers=workers, overwrite=overwrite,
+        progress=progress_enabled(),
     )  # fmt: skip
     store = extract_features(
         patches, labels, out, options, pattern=pattern or DEFAULT_PATTERN,

@@ -27,14 +27,8 @@ from tuner._device import resolve_device
 from tuner.data import DEFAULT_PATTERN, DatasetIndex, build_index, image_size, load_rgb
 from tuner.errors import DataError, StoreError
 from tuner.features._augment import AUGMENTATION, augment
-from tuner.features._backbone import (
-    FEATURE_DIM,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    WeightsSpec,
-    build_backbone,
-)
+from tuner.features._backbone import Backbone, WeightsSpec, build_backbone
+from tuner.features._encoders import resolve_encoder
 from tuner.features._store import (
     MANIFEST,
     FeatureStore,
@@ -52,8 +46,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """How to extract. ``image_size=None`` keeps the size of the first patch."""
+    """How to extract. ``image_size=None``: the encoder's input size, or for a torchvision
+    model (DenseNet121 by default) the size of the first patch."""
 
+    backbone: str = "densenet121"
     weights: str = "random"
     seed: int = 0
     device: str = "auto"
@@ -124,13 +120,14 @@ def extract_features(
     )  # fmt: skip
     index.raise_for_fatal()
     rows, cases = store_rows(index)
-    size = options.image_size or image_size(root / rows[0].path)[0]
-    weights = WeightsSpec.parse(options.weights, seed=options.seed)
+    encoder = resolve_encoder(options.backbone)
+    weights = WeightsSpec.parse(options.weights, seed=options.seed, encoder=encoder)
+    size = options.image_size or encoder.input_size or image_size(root / rows[0].path)[0]
     settings = {
-        "backbone": "densenet121",
+        "backbone": encoder.name,
         "weights": weights.describe(),
         "image_size": size,
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "normalisation": {"mean": list(encoder.mean), "std": list(encoder.std)},
         "views": options.views,
         "augmentation": AUGMENTATION if options.views > 1 else None,
         "augmentation_seed": options.seed if options.views > 1 else None,
@@ -141,7 +138,13 @@ def extract_features(
         return existing
 
     device = resolve_device(options.device)
-    state = {"settings": settings, "batch_size": options.batch_size}
+    backbone = build_backbone(weights, encoder, image_size=size)
+    # the encoder's account holds the hub revision: a partial store of another one is discarded
+    state = {
+        "settings": settings,
+        "batch_size": options.batch_size,
+        "encoder": backbone.describe(),
+    }
     resumed = StoreWriter.resume(out, state)
     if resumed is not None:
         writer, done = resumed
@@ -150,10 +153,10 @@ def extract_features(
         if StoreWriter.partial_path(out).exists():
             logger.info("discarding an unfinished extraction made with other settings")
         writer = StoreWriter.create(
-            out, rows, cases, views=options.views, dim=FEATURE_DIM, state=state
+            out, rows, cases, views=options.views, dim=backbone.dim, state=state
         )
         done = 0
-    backbone = build_backbone(weights).to(device)
+    backbone.to(device)
     dataset = PatchImages(root, [r.path for r in rows], size, options.views, options.seed)
     started = time.perf_counter()
     _run(backbone, dataset, writer, done, device, options)
@@ -161,6 +164,7 @@ def extract_features(
     manifest = {
         "tool_version": tuner.__version__,
         **settings,
+        "encoder": backbone.describe(),
         "classes": list(index.labels.classes),
         "source": {
             "kind": "extracted",
@@ -225,8 +229,8 @@ def _run(
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
     bar = tqdm(
         total=total,
         initial=done,
