@@ -29,11 +29,13 @@ BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @contextmanager
-def fresh_database(prefix: str = "tuner_test", server: str = f"{LOCAL}/postgres") -> Iterator[str]:
-    """A new, empty database on ``server`` (the local one by default); dropped afterwards.
-    Yields its URL. The benchmarks use it too."""
+def fresh_database(
+    prefix: str = "tuner_test", server: str = f"{LOCAL}/postgres", *, template: str | None = None
+) -> Iterator[str]:
+    """A new database on ``server`` (the local one by default), empty or a copy of the database
+    ``template``; dropped afterwards. Yields its URL. The benchmarks use it too."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(server, f'CREATE DATABASE "{name}"')
+    _admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:

@@ -16,6 +16,7 @@ import yaml
 
 from tests.helpers import make_demo
 from tests.pg import Cluster, throwaway_cluster
+from tuner.errors import PERMANENT_EXIT_CODE
 from tuner.features import ExtractOptions, FeatureStore, extract_features
 from tuner.storage import open_storage
 from tuner.study import create_study
@@ -115,6 +116,7 @@ class Case:
     args: str
     message: str
     env: dict[str, str] = field(default_factory=dict)
+    code: int | None = None  # the exit status, where it matters (to launchers, Kubernetes)
 
 
 CASES = [
@@ -228,16 +230,26 @@ CASES = [
         "worker: no such study",
         "worker nope --storage {db} --device cpu",
         "study 'nope' does not exist",
+        code=PERMANENT_EXIT_CODE,
     ),
     Case(
         "worker: store checksum differs",
         "worker mil --storage {db} --device cpu --features {other_store}",
         "but study 'mil' was created with",
+        code=PERMANENT_EXIT_CODE,
     ),
     Case(
         "worker: GPU that does not exist",
-        "worker mil --storage {db} --device cuda:3",
-        "--device 'cuda:3' does not exist",
+        "worker mil --storage {db} --device cuda:99",
+        "--device 'cuda:99' does not exist",
+        code=PERMANENT_EXIT_CODE,
+    ),
+    Case(
+        "worker: unreachable database (restart it)",
+        "worker mil --storage postgresql://tuner@127.0.0.1:1/tuner --device cpu",
+        "unreachable for 1 s",
+        {"TUNER_DB_RETRY_SECONDS": "1"},
+        code=1,
     ),
     Case(
         "export: no finished trial",
@@ -272,6 +284,37 @@ CASES = [
         "launch: bad GPU list",
         "launch mil --gpus zero,one --storage {db}",
         "--gpus must list GPU numbers",
+    ),
+    Case(
+        "launch: no such study",
+        "launch nope --workers 2 --storage {db}",
+        "study 'nope' does not exist",
+        code=PERMANENT_EXIT_CODE,
+    ),
+    Case(
+        "launch: GPU that does not exist",
+        "launch mil --gpus 0,99 --storage {db}",
+        "99 does not exist (this machine has",
+        code=PERMANENT_EXIT_CODE,
+    ),
+    Case(
+        "launch: device that does not exist",
+        "launch mil --workers 2 --device cuda:99 --storage {db}",
+        "--device 'cuda:99' does not exist",
+        code=PERMANENT_EXIT_CODE,
+    ),
+    Case(
+        "launch: store checksum differs",
+        "launch mil --workers 2 --features {other_store} --storage {db}",
+        "but study 'mil' was created with",
+        code=PERMANENT_EXIT_CODE,
+    ),
+    Case(
+        "launch: unreachable database (restart it)",
+        "launch mil --workers 2 --storage postgresql://tuner@127.0.0.1:1/tuner",
+        "unreachable for 1 s",
+        {"TUNER_DB_RETRY_SECONDS": "1"},
+        code=1,
     ),
     Case(
         "slurm: embedded storage",
@@ -334,6 +377,8 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
     before = snapshot(world)
     result = run_cli(*world.fill(case.args).split())
     assert result.code != 0
+    if case.code is not None:
+        assert result.code == case.code, result.err
     lines = result.err.strip().splitlines()
     assert lines, "no error message"
     assert lines[-1].startswith("tuner: error: "), result.err

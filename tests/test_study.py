@@ -171,6 +171,10 @@ def test_status_shows_counts_best_and_running(storage_url: str, store: FeatureSt
     assert "best: trial 1, val loss 0.2000, val auc 0.800" in text
     assert re.search(r"trial 3\s+gpu-box:4242\s+cuda:0\s+epoch 3", text)
     assert "finished trials per hour" in text
+    assert study_status(storage, "s").summary() == (  # the last line of `tuner launch`
+        "study s: 3 of 5 trials finished; trials by state: complete 3, running 1; "
+        "best val loss 0.2000 (trial 1)"
+    )
 
 
 def test_missing_study_is_named(tmp_path: Path) -> None:

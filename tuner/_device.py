@@ -1,12 +1,19 @@
-"""Choosing the torch device from a user's ``--device`` value."""
+"""Choosing the torch device from a user's ``--device`` value, and checking GPU numbers."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
 from tuner.errors import TunerError
 
-__all__ = ["resolve_device"]
+__all__ = ["check_gpus", "gpu_count", "resolve_device"]
+
+
+def gpu_count() -> int:
+    """The GPUs CUDA can use in this process (those ``CUDA_VISIBLE_DEVICES`` leaves visible)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -24,9 +31,21 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return device
     if device.type != "cuda":
         raise TunerError(f"--device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = gpu_count()
     index = device.index or 0
     if index >= count:
         have = f"GPUs cuda:0..cuda:{count - 1}" if count else "no GPU"
         raise TunerError(f"--device {spec!r} does not exist (this machine has {have}); use cpu")
     return torch.device("cuda", index)
+
+
+def check_gpus(numbers: Iterable[int]) -> None:
+    """Raise unless every GPU number exists here, counted as ``nvidia-smi`` (or the job's
+    ``CUDA_VISIBLE_DEVICES``) numbers them: 0, 1, ..."""
+    count = gpu_count()
+    missing = sorted({n for n in numbers if n >= count})
+    if missing:
+        listed = ", ".join(map(str, missing))
+        fix = f"give GPU numbers from 0 to {count - 1}" if count else "run workers on the CPU"
+        have = f"{count} GPU{'s' if count > 1 else ''}" if count else "no GPU that CUDA can use"
+        raise TunerError(f"GPU {listed} does not exist (this machine has {have}); {fix}")

@@ -1,10 +1,14 @@
 """The exceptions tuner raises for problems a user can fix.
 
 Every message says what is wrong, where, and how to fix it, in one line. The command line is
-the one place that catches :class:`TunerError`; it prints the message and exits non-zero.
+the one place that catches :class:`TunerError`; it prints the message and exits non-zero:
+with :data:`PERMANENT_EXIT_CODE` when the error is marked ``permanent``, else 1.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "PERMANENT_EXIT_CODE",
@@ -15,16 +19,21 @@ __all__ = [
     "StudyError",
     "TrainingError",
     "TunerError",
+    "permanent_errors",
 ]
 
 PERMANENT_EXIT_CODE = 78
 """Exit status of a command that failed for a reason a restart cannot fix (no such study, a bad
-feature store, a missing device): launchers and Kubernetes do not restart it
-(sysexits' EX_CONFIG)."""
+feature store, a missing device): launchers and Kubernetes do not restart it (sysexits'
+EX_CONFIG)."""
 
 
 class TunerError(Exception):
     """A problem with the user's input or environment, with a message that says how to fix it."""
+
+    permanent: bool = False
+    """Whether running the same command again would fail the same way (see
+    :func:`permanent_errors`)."""
 
 
 class DataError(TunerError):
@@ -49,3 +58,20 @@ class StorageError(TunerError):
 
 class StudyError(TunerError):
     """A study does not exist, conflicts with an existing one, or cannot give what was asked."""
+
+
+@contextmanager
+def permanent_errors() -> Iterator[None]:
+    """Mark the :class:`TunerError` raised inside as permanent, but for a :class:`StorageError`.
+
+    For the start-up of a long-running command (a worker, a launcher): a missing study, a wrong
+    feature store or a missing device stay so until someone changes something, whereas the study
+    database may be back in a minute, so a restart is worth it.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except TunerError as error:
+        error.permanent = True
+        raise

@@ -1,7 +1,8 @@
 """The ``tuner`` command line: a thin layer of option parsing over the package's functions.
 
 This is the one place that turns a :class:`~tuner.errors.TunerError` into a single line on
-stderr and a non-zero exit code.
+stderr and a non-zero exit code: :data:`~tuner.errors.PERMANENT_EXIT_CODE` for an error marked
+permanent (a worker or launcher that cannot start for good), else 1.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import click
 
 from tuner.cli import _data, _features, _study, _train
-from tuner.errors import TunerError
+from tuner.errors import PERMANENT_EXIT_CODE, TunerError
 
 __all__ = ["cli", "main"]
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         status = cli.main(args=argv, prog_name="tuner", standalone_mode=False)
     except TunerError as exc:
         _fail(str(exc))
-        return 1
+        return PERMANENT_EXIT_CODE if exc.permanent else 1
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         _fail(exc.format_message() + where)

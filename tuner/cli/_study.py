@@ -175,6 +175,7 @@ def worker(
 @click.option("--per-gpu", default=1, show_default=True, help="Workers per GPU.")
 @click.option("--workers", type=int, default=None, help="Number of workers (with --device).")
 @click.option("--device", default="cpu", show_default=True, help="Device of --workers.")
+@click.option("--features", type=PATH, default=None, help="The study's store at another path.")
 @click.option("--max-restarts", default=3, show_default=True, help="Restarts per crashed worker.")
 @storage_option
 def launch(
@@ -183,18 +184,29 @@ def launch(
     per_gpu: int,
     workers: int | None,
     device: str,
+    features: Path | None,
     max_restarts: int,
     storage: str | None,
 ) -> None:
     """Start and supervise local workers of study NAME; Ctrl-C stops them all."""
+    from tuner.errors import StorageError
     from tuner.storage import resolve_url
-    from tuner.study import launch_workers, plan_workers
+    from tuner.study import launch_workers, plan_workers, preflight, study_status
 
     plans = plan_workers(gpus=gpus, per_gpu=per_gpu, workers=workers, device=device)
     url = resolve_url(storage)
+    opened = _open(storage, interactive=False)
+    preflight(opened, name, plans, features=features)
     target = url.url.render_as_string(hide_password=False) if storage else None
     logger.info("launching %d worker(s) of study %s on %s", len(plans), name, url.public)
-    status = launch_workers(name, plans, storage_url=target, max_restarts=max_restarts)
+    extra = ("--features", str(features)) if features is not None else ()
+    status = launch_workers(
+        name, plans, storage_url=target, extra_args=extra, max_restarts=max_restarts
+    )
+    try:
+        click.echo(f"launch done: {study_status(opened, name).summary()}")
+    except StorageError as error:  # the workers' status says more than an outage at the end
+        logger.warning("no summary of study %s: %s", name, error)
     if status:
         raise click.exceptions.Exit(status)
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tuner.study._create import CreateResult, create_study
     from tuner.study._export import best_config, export_best, export_trials
     from tuner.study._k8s import K8sOptions, k8s_manifests
-    from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
+    from tuner.study._launch import WorkerPlan, launch_workers, plan_workers, preflight
     from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
     from tuner.study._settings import (
         PRUNERS,
@@ -34,7 +34,7 @@ _WHERE = {
     "_create": ("CreateResult", "create_study"),
     "_export": ("best_config", "export_best", "export_trials"),
     "_k8s": ("K8sOptions", "k8s_manifests"),
-    "_launch": ("WorkerPlan", "launch_workers", "plan_workers"),
+    "_launch": ("WorkerPlan", "launch_workers", "plan_workers", "preflight"),
     "_loop": ("Interrupted", "Objective", "WorkerReport", "run_trials"),
     "_settings": (
         "PRUNERS",
@@ -77,6 +77,7 @@ __all__ = [
     "make_sampler",
     "next_action",
     "plan_workers",
+    "preflight",
     "run_trials",
     "run_worker",
     "slot_of",

@@ -1,10 +1,15 @@
 """``tuner launch``: start and supervise local workers, one per GPU (or N on the CPU).
 
-Each worker is a ``tuner worker`` process; the storage reaches it through the environment
-(``TUNER_STORAGE``), never its argument list. Output lines are prefixed with the worker's
-label. A worker that crashes is restarted (at most ``max_restarts`` times); one that exits 0
-has seen the budget met. Ctrl-C or SIGTERM stops all workers with SIGTERM (their trials are
-queued for retry), then SIGKILL after ``stop_timeout`` seconds.
+Before any worker starts, :func:`preflight` checks what every worker would check at start-up
+(the study, its feature store, the devices), so that a mistake is one line, not a worker
+failing the same way on every GPU. Each worker is a ``tuner worker`` process started with
+``python -P``, so that a folder named ``tuner`` in the working directory (a clone of the
+project, say) cannot shadow the installed package; the storage reaches it through the
+environment (``TUNER_STORAGE``), never its argument list. Output lines are prefixed with the
+worker's label. A worker that crashes is restarted (at most ``max_restarts`` times), one that
+exits with :data:`~tuner.errors.PERMANENT_EXIT_CODE` (its start-up failed for good) is not; one
+that exits 0 has seen the budget met. Ctrl-C or SIGTERM stops all workers with SIGTERM (their
+trials are queued for retry), then SIGKILL after ``stop_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -17,15 +22,24 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from tuner.errors import TunerError
+from optuna.storages import BaseStorage
+
+from tuner.errors import PERMANENT_EXIT_CODE, TunerError, permanent_errors
 from tuner.storage import STORAGE_ENV
 
-__all__ = ["WorkerPlan", "launch_workers", "plan_workers"]
+if TYPE_CHECKING:
+    from tuner.study._settings import StudySettings
+
+__all__ = ["WorkerPlan", "launch_workers", "plan_workers", "preflight"]
 
 logger = logging.getLogger(__name__)
+
+WORKER_COMMAND = (sys.executable, "-P", "-m", "tuner", "worker")
+"""How a worker starts: ``-P`` keeps the working directory off the import path."""
 
 
 @dataclass
@@ -34,6 +48,7 @@ class WorkerPlan:
     device: str
     env: dict[str, str]
     threads: int | None = None
+    gpu: int | None = None  # the GPU number, as this process numbers them, of a pinned worker
     restarts: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -52,7 +67,7 @@ def plan_workers(
             raise TunerError(f"--per-gpu must be at least 1, but got {per_gpu}")
         return [
             WorkerPlan(f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""), "cuda:0",
-                       {"CUDA_VISIBLE_DEVICES": g})
+                       {"CUDA_VISIBLE_DEVICES": _visible_id(int(g))}, gpu=int(g))
             for g in ids
             for k in range(per_gpu)
         ]  # fmt: skip
@@ -61,6 +76,41 @@ def plan_workers(
         raise TunerError(f"--workers must be at least 1, but got {count}")
     threads = max(1, (os.cpu_count() or 1) // count) if device == "cpu" else None
     return [WorkerPlan(f"w{i}", device, {}, threads) for i in range(count)]
+
+
+def _visible_id(gpu: int) -> str:
+    """What pins a worker to GPU number ``gpu`` of this process: inside a job given GPUs 2 and
+    3 (``CUDA_VISIBLE_DEVICES=2,3``), GPU 0 is the machine's GPU 2."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")] if visible is not None else []
+    return ids[gpu] if gpu < len(ids) else str(gpu)
+
+
+def preflight(
+    storage: BaseStorage, study: str, plans: list[WorkerPlan], *, features: Path | None = None
+) -> None:
+    """Check once what each worker would check at start-up: the study exists, its feature store
+    (at ``features``, else where the study was created) matches it, and the devices exist.
+
+    Its errors are permanent (see :func:`~tuner.errors.permanent_errors`), but for the storage's.
+    """
+    from tuner.study._settings import load_settings
+
+    with permanent_errors():
+        settings = load_settings(storage, study)  # first: a mistyped name needs no torch
+        _check_store_and_devices(settings, study, plans, features)
+
+
+def _check_store_and_devices(
+    settings: StudySettings, study: str, plans: list[WorkerPlan], features: Path | None
+) -> None:
+    from tuner._device import check_gpus, resolve_device
+    from tuner.study._worker import open_study_store
+
+    open_study_store(settings, study, features)
+    check_gpus(plan.gpu for plan in plans if plan.gpu is not None)
+    for device in sorted({plan.device for plan in plans if plan.gpu is None}):
+        resolve_device(device)
 
 
 def launch_workers(
@@ -73,7 +123,12 @@ def launch_workers(
     stop_timeout: float = 60.0,
     out: IO[str] | None = None,
 ) -> int:
-    """Run the planned workers until all have stopped; return the launcher's exit status."""
+    """Run the planned workers until all have stopped; return the launcher's exit status.
+
+    0 when every worker exited 0; 1 when one gave up after its restarts; else
+    :data:`~tuner.errors.PERMANENT_EXIT_CODE` when one could not start for good; 130 when
+    stopped by a signal.
+    """
     out = out or sys.stdout
     lock = threading.Lock()
     stopping = threading.Event()
@@ -83,7 +138,7 @@ def launch_workers(
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
         if storage_url is not None:
             env[STORAGE_ENV] = storage_url
-        command = [sys.executable, "-m", "tuner", "worker", study, "--device", plan.device]
+        command = [*WORKER_COMMAND, study, "--device", plan.device]
         if plan.threads:
             command += ["--threads", str(plan.threads)]
         plan.process = subprocess.Popen(
@@ -120,7 +175,7 @@ def _supervise(
     stopping: threading.Event,
     max_restarts: int,
 ) -> int:
-    failed = False
+    failed = permanent = False
     running = list(plans)
     while running and not stopping.is_set():
         time.sleep(0.2)
@@ -132,7 +187,13 @@ def _supervise(
             running.remove(plan)
             if code == 0 or stopping.is_set():
                 continue
-            if plan.restarts < max_restarts:
+            if code == PERMANENT_EXIT_CODE:
+                logger.error(
+                    "worker %s could not start (status %d: a restart would fail the same way, "
+                    "see its last line); not restarting it", plan.label, code,
+                )  # fmt: skip
+                permanent = True
+            elif plan.restarts < max_restarts:
                 plan.restarts += 1
                 logger.warning(
                     "worker %s exited with status %d; restarting it (%d of %d)",
@@ -143,7 +204,7 @@ def _supervise(
             else:
                 logger.error("worker %s exited with status %d; giving up on it", plan.label, code)
                 failed = True
-    return 1 if failed else 0
+    return 1 if failed else PERMANENT_EXIT_CODE if permanent else 0
 
 
 def _stop_all(plans: list[WorkerPlan], timeout: float) -> None:

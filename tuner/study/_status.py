@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.study._budget import Budget
 from tuner.study._settings import StudySettings, load_settings
 
-__all__ = ["StudyStatus", "study_status"]
+__all__ = ["StudyStatus", "best_trial", "describe_best", "study_status"]
 
 
 @dataclass
@@ -28,12 +29,18 @@ class StudyStatus:
     per_hour_recent: int
     now: datetime
 
-    def render(self) -> str:
-        b = self.budget
+    def summary(self) -> str:
+        """One line: finished trials of the budget, trials by state, the best so far."""
+        return f"{self._counts()}; {describe_best(self.best)}"
+
+    def _counts(self) -> str:
+        done, budget = self.budget.done, self.budget.budget
         states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.states.items())) or "none"
+        return f"study {self.name}: {done} of {budget} trials finished; trials by state: {states}"
+
+    def render(self) -> str:
         lines = [
-            f"study {self.name}: {b.done} of {b.budget} trials finished; "
-            f"trials by state: {states}",
+            self._counts(),
             f"sampler {self.settings.sampler}, pruner {self.settings.pruner}, "
             f"{self.settings.epochs} epochs at most, store {self.settings.features['path']}",
         ]
@@ -68,7 +75,6 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished() and t.datetime_complete]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     now = datetime.now()
     per_hour = None
     starts = [t.datetime_start for t in trials if t.datetime_start]
@@ -85,12 +91,25 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
         settings=settings,
         budget=Budget.count(trials, settings.budget),
         states=dict(Counter(t.state.name for t in trials)),
-        best=min(complete, key=lambda t: t.value or 0.0) if complete else None,
+        best=best_trial(trials),
         running=[t for t in trials if t.state == TrialState.RUNNING],
         per_hour=per_hour,
         per_hour_recent=recent,
         now=now,
     )
+
+
+def best_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The complete trial with the lowest value (the earliest of equals); None before any."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return min(complete, key=lambda t: (t.value, t.number), default=None)
+
+
+def describe_best(trial: FrozenTrial | None) -> str:
+    """``best val loss 0.5123 (trial 7)``, or that there is none yet."""
+    if trial is None:
+        return "no complete trial yet"
+    return f"best val loss {trial.value:.4f} (trial {trial.number})"
 
 
 def _short(value: object) -> str:

@@ -22,20 +22,21 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import Trial, TrialState
+from optuna.trial import Trial
 
 from tuner._device import resolve_device
 from tuner.config import apply_overrides
-from tuner.errors import StudyError
+from tuner.errors import StudyError, permanent_errors
 from tuner.features import FeatureStore
 from tuner.storage import RetryingRDBStorage
 from tuner.study._budget import Budget, slot_of
 from tuner.study._checkpoints import Checkpoints
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
+from tuner.study._status import best_trial, describe_best
 from tuner.training import EpochReport, StoreTensors, Trainer, TrainState
 
-__all__ = ["TrainingObjective", "WorkerOptions", "run_worker"]
+__all__ = ["TrainingObjective", "WorkerOptions", "open_study_store", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,22 +122,30 @@ class TrainingObjective:
 
 
 def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -> WorkerReport:
-    """Run trials of study ``name`` until its budget is met (or ``options.max_trials``)."""
+    """Run trials of study ``name`` until its budget is met (or ``options.max_trials``).
+
+    An error before the first trial (no such study, a store that does not match it, a device
+    that does not exist) is raised marked ``permanent``, but for the storage's.
+    """
     if options.threads:
         torch.set_num_threads(options.threads)
-    settings = load_settings(storage, name)
-    device = resolve_device(options.device)
-    store = _open_store(settings, options.features, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.load_study(
-            study_name=name, storage=storage, sampler=make_sampler(settings),
-            pruner=make_pruner(settings),
-        )  # fmt: skip
+    with permanent_errors():  # what fails before the first trial fails again after a restart
+        settings = load_settings(storage, name)
+        device = resolve_device(options.device)
+        store = open_study_store(settings, name, options.features)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = optuna.load_study(
+                study_name=name, storage=storage, sampler=make_sampler(settings),
+                pruner=make_pruner(settings),
+            )  # fmt: skip
+        folder = options.checkpoints or (
+            Path(settings.checkpoints) if settings.checkpoints else None
+        )
+        checkpoints = Checkpoints(folder, name) if folder is not None else None
+        data = StoreTensors.load(store, device)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    folder = options.checkpoints or (Path(settings.checkpoints) if settings.checkpoints else None)
-    checkpoints = Checkpoints(folder, name) if folder is not None else None
-    objective = TrainingObjective(settings, StoreTensors.load(store, device), device, checkpoints)
+    objective = TrainingObjective(settings, data, device, checkpoints)
     logger.info(
         "worker %s on %s joined study %s (budget %d)", worker, device, name, settings.budget
     )
@@ -198,13 +207,7 @@ class Progress:
     def update(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         budget = Budget.count(trials, self.budget)
-        values = [(t.value, t.number) for t in trials if t.state == TrialState.COMPLETE]
-        best = min((v for v in values if v[0] is not None), default=None)
-        best_text = (
-            f"best val loss {best[0]:.4f} (trial {best[1]})"
-            if best is not None
-            else "no complete trial yet"
-        )
+        best_text = describe_best(best_trial(trials))
         if self.bar.disable:
             logger.info(
                 "study %s: %d/%d trials done, %d running; %s", self.study.study_name,
@@ -215,7 +218,9 @@ class Progress:
             self.bar.set_postfix_str(best_text, refresh=True)
 
 
-def _open_store(settings: StudySettings, override: Path | None, name: str) -> FeatureStore:
+def open_study_store(settings: StudySettings, name: str, override: Path | None) -> FeatureStore:
+    """The feature store of study ``name`` (at ``override``, else where it was created),
+    checked against the checksum the study was created with."""
     path = override or Path(settings.features["path"])
     store = FeatureStore.open(path)
     if store.checksum != settings.features["checksum"]:
