@@ -1,9 +1,10 @@
-"""``tuner status``: trials by state, the best so far, who runs what, and how fast."""
+"""``tuner status``: trials by state, the best so far, who runs what, how fast, and every slot
+that ended without a result (gave up after its retries, or failed for a reason it names)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import optuna
@@ -12,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study._budget import Budget
 from tuner.study._settings import StudySettings, load_settings
+from tuner.study._slots import group_slots
 
 __all__ = ["StudyStatus", "study_status"]
 
@@ -27,6 +29,7 @@ class StudyStatus:
     per_hour: float | None
     per_hour_recent: int
     now: datetime
+    ended: list[str] = field(default_factory=list)  # one line per slot without a result
 
     def render(self) -> str:
         b = self.budget
@@ -35,7 +38,8 @@ class StudyStatus:
             f"study {self.name}: {b.done} of {b.budget} trials finished; "
             f"trials by state: {states}",
             f"sampler {self.settings.sampler}, pruner {self.settings.pruner}, "
-            f"{self.settings.epochs} epochs at most, store {self.settings.features['path']}",
+            f"{self.settings.epochs} epochs at most, {self.settings.max_retries} retries after a "
+            f"worker dies, store {self.settings.features['path']}",
         ]
         if self.best is not None:
             auc = self.best.user_attrs.get("val_auc")
@@ -55,6 +59,9 @@ class StudyStatus:
                     f"  trial {t.number:<5} {t.user_attrs.get('worker', '?'):<24} "
                     f"{t.user_attrs.get('device', '?'):<8} epoch {epoch:<4} for {_age(age)}"
                 )
+        if self.ended:
+            lines.append("ended without a result:")
+            lines += [f"  {line}" for line in self.ended]
         if self.per_hour is not None:
             lines.append(
                 f"throughput: {self.per_hour:.1f} finished trials per hour "
@@ -80,16 +87,20 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
         for t in finished
         if t.datetime_complete and now - t.datetime_complete < timedelta(hours=1)
     )
+    slots = group_slots(trials)
     return StudyStatus(
         name=name,
         settings=settings,
-        budget=Budget.count(trials, settings.budget),
+        budget=Budget.count(trials, settings.budget, max_retries=settings.max_retries),
         states=dict(Counter(t.state.name for t in trials)),
         best=min(complete, key=lambda t: t.value or 0.0) if complete else None,
         running=[t for t in trials if t.state == TrialState.RUNNING],
         per_hour=per_hour,
         per_hour_recent=recent,
         now=now,
+        ended=[
+            line for slot in slots if (line := slot.describe(settings.max_retries)) is not None
+        ],
     )
 
 
