@@ -149,7 +149,10 @@ def timed_window(url: str, window: int) -> list[Timing]:
         return trivial_value(params)
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = run_trials(study, storage, settings.budget, objective, max_trials=window)
+    report = run_trials(
+        study, storage, settings.budget, objective, max_retries=settings.max_retries,
+        max_trials=window,
+    )  # fmt: skip
     storage.engine.dispose()
     if report.trials != {"complete": window}:
         raise RuntimeError(f"the window ended with {report.trials}, not {window} complete")

@@ -68,8 +68,8 @@ def main() -> None:
         while not args.start_file.exists():
             time.sleep(0.01)
     report = run_trials(
-        study, storage, settings.budget, objective, poll_seconds=args.poll,
-        max_trials=args.max_trials,
+        study, storage, settings.budget, objective, max_retries=settings.max_retries,
+        poll_seconds=args.poll, max_trials=args.max_trials,
     )  # fmt: skip
     print(
         json.dumps(

@@ -35,19 +35,21 @@ def fresh_database(
     """A new database on ``server`` (the local one by default), empty or a copy of the database
     ``template``; dropped afterwards. Yields its URL. The benchmarks use it too."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    run_sql(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _admin(url: str, sql: str) -> None:
+def run_sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Run ``sql`` on the database at ``url`` (autocommit); return the rows it returns."""
     connection = psycopg2.connect(url)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql)
+            return cursor.fetchall() if cursor.description else []
     finally:
         connection.close()
 

@@ -222,6 +222,11 @@ CASES = [
         "already exists with a different space",
     ),
     Case(
+        "study: negative retry cap",
+        "study create x --features {store} --max-retries -1 --storage {db}",
+        "max_retries must be 0 or more",
+    ),
+    Case(
         "study: k folds",
         "study create x --features {store} --config {folds} --storage {db}",
         "a study tunes on one train/validation split",

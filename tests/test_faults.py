@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,11 @@ import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from tests.pg import Cluster, fresh_database, throwaway_cluster, wait_until
+from tests.pg import Cluster, fresh_database, run_sql, throwaway_cluster, wait_until
 from tuner.features import FeatureStore
 from tuner.storage import open_storage
 from tuner.study import Budget
+from tuner.training import load_state
 
 SPACE = {
     "train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
@@ -300,3 +302,189 @@ def test_launch_stops_all_workers_cleanly(
     assert all(t.user_attrs["fail_reason"] == "interrupted" for t in failed)
     children = subprocess.run(["pgrep", "-f", "tuner worker s"], capture_output=True, text=True)
     assert children.stdout.strip() == "", "no worker outlives its launcher"
+
+
+SLOW_RETRY_INSERT = """
+CREATE FUNCTION slow_retry_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.key = 'failed_trial' THEN
+        PERFORM pg_sleep(600);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_retry_insert BEFORE INSERT ON trial_system_attributes
+    FOR EACH ROW EXECUTE FUNCTION slow_retry_insert();
+"""
+"""A slow database: queueing a retry (inserting its ``failed_trial`` marker) takes 10 min."""
+
+SLEEPING_IN_THE_TRIGGER = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event = 'PgSleep'
+    AND query ILIKE '%trial_system_attributes%'
+"""
+
+
+def kill_while_queueing_a_retry(url: str, worker: subprocess.Popen[str]) -> None:
+    """SIGKILL ``worker`` while it inserts a retry (asleep in the trigger); then un-slow the
+    database: the killed transaction is rolled back, as when a server notices a dead client."""
+    sleeping: list[tuple[object, ...]] = []
+
+    def in_the_window() -> bool:
+        sleeping[:] = run_sql(url, SLEEPING_IN_THE_TRIGGER)
+        return bool(sleeping) or worker.poll() is not None
+
+    assert wait_until(in_the_window, timeout=300, interval=0.1)
+    assert worker.poll() is None, worker.communicate()[1][-3000:]
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=30)
+    run_sql(url, f"SELECT pg_terminate_backend({sleeping[0][0]})")
+    run_sql(url, "DROP TRIGGER slow_retry_insert ON trial_system_attributes")
+
+
+def finish_with_one_worker(url: str, env: dict[str, str], budget: int) -> list[FrozenTrial]:
+    worker = tuner_process("worker", "s", "--device", "cpu", "--poll", "0.5", env=env)
+    _, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err[-3000:]
+    trials = trials_of(url)
+    assert_budget_met_exactly(trials, budget)
+    return trials
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_failing_a_dead_trial_and_queueing_its_retry_loses_nothing(
+    pg_env: dict[str, str], store: FeatureStore, tmp_path: Path
+) -> None:
+    url = pg_env["TUNER_STORAGE"]
+    create_study(store, tmp_path, pg_env, trials=1, epochs=3)
+    run_sql(url, SLOW_RETRY_INSERT)
+    # a trial whose worker died: it has a heartbeat, then silence
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats "belong to optimize()"
+        dead = study.ask()
+        dead.suggest_float("train.lr", 1.0e-4, 1.0e-2, log=True)
+        dead.suggest_float("model.dropout", 0.0, 0.5)
+        storage.record_heartbeat(dead._trial_id)
+    # the next worker finds it stale, fails it, and dies while queueing its retry
+    finder = tuner_process("worker", "s", "--device", "cpu", "--poll", "0.5", env=pg_env)
+    kill_while_queueing_a_retry(url, finder)
+    assert [t.state for t in trials_of(url)] == [TrialState.FAIL]
+
+    trials = finish_with_one_worker(url, pg_env, budget=1)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["fail_reason"] == "its worker died (no heartbeat for 3 s)"
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_failing_an_interrupted_trial_and_queueing_it_loses_nothing(
+    pg_env: dict[str, str], store: FeatureStore, tmp_path: Path
+) -> None:
+    url = pg_env["TUNER_STORAGE"]
+    create_study(store, tmp_path, pg_env, trials=1, epochs=200)
+    run_sql(url, SLOW_RETRY_INSERT)
+    worker = tuner_process("worker", "s", "--device", "cpu", env=pg_env)
+    assert wait_until(lambda: any(t.intermediate_values for t in trials_of(url)), timeout=300)
+    # SIGTERM (a SLURM preemption), then SIGKILL while the worker queues the trial again
+    worker.send_signal(signal.SIGTERM)
+    kill_while_queueing_a_retry(url, worker)
+    assert [t.state for t in trials_of(url)] == [TrialState.FAIL]
+
+    trials = finish_with_one_worker(url, pg_env, budget=1)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params
+
+
+SLOW_DISK_WORKER = """
+import io, os, sys, time
+from pathlib import Path
+
+import torch
+
+from tuner.cli import main
+
+marker, pause = Path(os.environ["SLOW_MARKER"]), float(os.environ["SLOW_PAUSE"])
+real_save = torch.save
+
+
+def slow_save(state, path):
+    # a slow disk: half the checkpoint is written, then the disk stalls
+    buffer = io.BytesIO()
+    real_save(state, buffer)
+    data = buffer.getvalue()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        if state["epoch"] >= int(os.environ["SLOW_FROM_EPOCH"]):
+            marker.write_text(str(state["epoch"]))
+            time.sleep(pause)
+        handle.write(data[len(data) // 2 :])
+
+
+torch.save = slow_save
+sys.exit(main(sys.argv[1:]))
+"""
+"""``tuner ARGS`` whose checkpoint writes stall ``SLOW_PAUSE`` s halfway (from an epoch on),
+after writing the epoch being saved to the file ``SLOW_MARKER``."""
+
+
+def slow_disk_worker(tmp_path: Path, store: FeatureStore, pause: float, from_epoch: int):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    checkpoints = tmp_path / "checkpoints"
+    create_study(store, tmp_path, {"TUNER_STORAGE": url}, trials=2, epochs=100000,
+                 checkpoints=checkpoints)  # fmt: skip
+    marker = tmp_path / "writing"
+    env = {"TUNER_STORAGE": url, "SLOW_MARKER": str(marker), "SLOW_PAUSE": str(pause),
+           "SLOW_FROM_EPOCH": str(from_epoch), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_DISK_WORKER, "worker", "s", "--device", "cpu"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert wait_until(lambda: marker.exists() or worker.poll() is not None, timeout=300)
+    assert worker.poll() is None, worker.communicate()[1][-3000:]
+    return worker, url, checkpoints / "s", int(marker.read_text())
+
+
+def assert_interrupted_and_queued_again(url: str) -> None:
+    trials = trials_of(url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_sigterm_during_a_checkpoint_write_stops_after_it(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    worker, url, folder, epoch = slow_disk_worker(tmp_path, store, pause=3, from_epoch=1)
+    worker.send_signal(signal.SIGTERM)  # halfway through writing the checkpoint of `epoch`
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert [p.name for p in folder.iterdir()] == ["slot-0.pt"], "no torn or temporary file"
+    state = load_state(folder / "slot-0.pt")
+    assert state is not None
+    assert state.epoch == epoch, "the write that the signal arrived in was finished"
+    assert len(state.history) == epoch
+    assert_interrupted_and_queued_again(url)
+
+
+def test_a_second_sigterm_stops_at_once(store: FeatureStore, tmp_path: Path) -> None:
+    worker, url, folder, epoch = slow_disk_worker(tmp_path, store, pause=600, from_epoch=2)
+    assert epoch == 2
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(2)
+    assert worker.poll() is None, "the first signal waits for the write to finish"
+    stopped = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert time.monotonic() - stopped < 60, "the second signal did not wait for the write"
+    # the write was abandoned: the checkpoint before it is intact, no temporary file is left
+    assert [p.name for p in folder.iterdir()] == ["slot-0.pt"]
+    state = load_state(folder / "slot-0.pt")
+    assert state is not None
+    assert state.epoch == 1
+    assert_interrupted_and_queued_again(url)

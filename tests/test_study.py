@@ -16,6 +16,7 @@ from tuner.errors import StudyError, TunerError
 from tuner.features import FeatureStore
 from tuner.storage import open_storage
 from tuner.study import (
+    SETTINGS_KEY,
     Budget,
     create_study,
     export_best,
@@ -63,7 +64,24 @@ def test_same_create_is_a_no_op_and_a_different_one_is_refused(
     )
     with pytest.raises(StudyError, match="already exists with a different base_config"):
         create_study(storage, "s", store.path, space=QUICK, config=config, trials=5)
+    with pytest.raises(StudyError, match="already exists with a different max_retries"):
+        create_study(storage, "s", store.path, space=QUICK, trials=5, max_retries=0)
     assert len(optuna.get_all_study_summaries(storage)) == 1
+
+
+def test_the_retry_cap_is_a_study_setting(storage_url: str, store: FeatureStore) -> None:
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5, max_retries=5)
+    assert load_settings(storage, "s").max_retries == 5
+    assert "5 retries after a worker dies" in study_status(storage, "s").render()
+    # a study created before the setting existed has the old fixed cap
+    study_id = storage.get_study_id_from_name("s")
+    raw = storage.get_study_system_attrs(study_id)[SETTINGS_KEY]
+    del raw["max_retries"]
+    storage.set_study_system_attr(study_id, SETTINGS_KEY, raw)
+    assert load_settings(storage, "s").max_retries == 3
+    again = create_study(storage, "s", store.path, space=QUICK, trials=5)
+    assert not again.created, "the same create with the default cap is the same study"
 
 
 def test_create_refuses_bad_input_before_touching_the_storage(
@@ -81,6 +99,7 @@ def test_create_refuses_bad_input_before_touching_the_storage(
         ({"config": folds}, "a study tunes on one train/validation split"),
         ({"trials": 0}, "--trials must be at least 1"),
         ({"pruner": "sometimes"}, "--pruner must be one of"),
+        ({"max_retries": -1}, "max_retries must be 0 or more"),
     ]
     for kwargs, message in cases:
         with pytest.raises(TunerError, match=re.escape(message)):
@@ -110,8 +129,9 @@ def test_budget_counts_slots_not_attempts() -> None:
     assert next_action(Budget.count([*trials[:3], finished(3, C, retry_of=1)], 3)) == "done"
     waiting = Budget.count([*trials[:3], finished(3, W, retry_of=1)], 3)
     assert next_action(waiting) == "run"
-    exhausted = Budget.count([finished(0, F), finished(1, F, retry_of=0)], 1)
-    assert exhausted.finished
+    twice_dead = [finished(0, F), finished(1, F, retry_of=0)]
+    assert not Budget.count(twice_dead, 1, max_retries=2).finished, "owed another retry"
+    assert Budget.count(twice_dead, 1, max_retries=1).finished, "gave up"
 
 
 def add_trials(study: optuna.Study) -> None:

@@ -183,7 +183,7 @@ def _slug(title: str) -> str:
 
 def _header(name: str, settings: StudySettings, trials: list[FrozenTrial], url: str) -> str:
     states = Counter(t.state.name.lower() for t in trials)
-    budget = Budget.count(trials, settings.budget)
+    budget = Budget.count(trials, settings.budget, max_retries=settings.max_retries)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = _duration(max(ends) - min(starts)) if starts and ends else "n/a"

@@ -67,6 +67,11 @@ def study() -> None:
 @click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
 @click.option(
+    "--max-retries", type=int, default=3, show_default=True,
+    help="Retries of a trial whose worker died (a stale heartbeat); after that its slot gives "
+    "up. Interrupted trials (SIGTERM, Ctrl-C, preemption) are retried without counting.",
+)  # fmt: skip
+@click.option(
     "--checkpoints", type=PATH, default=None,
     help="Folder shared by all workers where trials save their state after each epoch, so a "
     "retried trial continues where it stopped (default on the embedded store: "
@@ -82,6 +87,7 @@ def create(
     pruner: str,
     sampler: str,
     seed: int,
+    max_retries: int,
     checkpoints: Path | None,
     storage: str | None,
 ) -> None:
@@ -91,7 +97,7 @@ def create(
     opened = _open(storage)
     result = create_study(
         opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
-        sampler=sampler, seed=seed, checkpoints=checkpoints,
+        sampler=sampler, seed=seed, checkpoints=checkpoints, max_retries=max_retries,
     )  # fmt: skip
     verb = "created" if result.created else "already exists (same settings)"
     click.echo(

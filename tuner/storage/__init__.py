@@ -12,7 +12,6 @@ import warnings
 from typing import Any
 
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 
 from tuner.storage._lock import study_lock
@@ -43,8 +42,6 @@ HEARTBEAT_INTERVAL = 10
 """Seconds between a running trial's heartbeats."""
 GRACE_PERIOD = 60
 """Seconds without a heartbeat after which a running trial counts as dead and is retried."""
-MAX_RETRY = 3
-"""How many times a dead worker's trial is retried with the same parameters."""
 
 
 def _env_number(name: str, default: float) -> float:
@@ -61,10 +58,12 @@ def open_storage(
 ) -> RetryingRDBStorage:
     """The storage the workers use: embedded SQLite when ``url`` and ``TUNER_STORAGE`` are unset.
 
-    Heartbeats are on (a dead worker's trial is failed after ``grace_period`` seconds and its
-    parameters retried, with their intermediate values); database errors are retried for
-    ``retry_seconds``. Defaults come from ``TUNER_HEARTBEAT_INTERVAL``,
-    ``TUNER_HEARTBEAT_GRACE`` and ``TUNER_DB_RETRY_SECONDS``, else 10 s, 60 s and 300 s.
+    Heartbeats are on: a running trial without one for ``grace_period`` seconds is stale.
+    Tuner's workers fail stale trials and queue their retries themselves, under the study lock,
+    with the study's own retry cap (``tuner.study``); the storage has no stale-trial callback.
+    Database errors are retried for ``retry_seconds``. Defaults come from
+    ``TUNER_HEARTBEAT_INTERVAL``, ``TUNER_HEARTBEAT_GRACE`` and ``TUNER_DB_RETRY_SECONDS``,
+    else 10 s, 60 s and 300 s.
     """
     resolved = resolve_url(url)
     interval = heartbeat_interval or int(
@@ -83,9 +82,6 @@ def open_storage(
             engine_kwargs=_engine_kwargs(resolved),
             heartbeat_interval=interval,
             grace_period=max(grace, 2 * interval),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRY, inherit_intermediate_values=True
-            ),
         )
     if resolved.kind == "sqlite":
         event.listen(storage.engine, "connect", _sqlite_pragmas)

@@ -4,7 +4,7 @@ A worker outlives database restarts: a call that fails because the server is gon
 refused, reset, admin shutdown, a serialisation failure) is retried with exponential backoff
 until it works or ``retry_seconds`` have passed; then a :class:`~tuner.errors.StorageError`
 says so in one line. Errors that waiting cannot fix (wrong password, unknown database or role)
-fail at once.
+fail at once. A worker's SIGTERM or SIGINT ends the wait (see :mod:`tuner._interrupt`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
+from tuner import _interrupt
 from tuner.errors import StorageError
 
 __all__ = ["RetryingRDBStorage", "is_transient"]
@@ -159,7 +160,7 @@ class RetryingRDBStorage(RDBStorage):
                     what, describe_database_error(error), wait,
                 )  # fmt: skip
                 self._reset_connections()
-                time.sleep(wait)
+                _interrupt.sleep(wait)  # a stop request ends the wait (main thread)
                 delay = min(delay * 2, 10.0)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:

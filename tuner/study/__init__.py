@@ -10,13 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.study._budget import Budget, next_action, slot_of
+    from tuner.study._budget import Budget, next_action
     from tuner.study._create import CreateResult, create_study
     from tuner.study._export import best_config, export_best, export_trials
     from tuner.study._k8s import K8sOptions, k8s_manifests
     from tuner.study._launch import WorkerPlan, launch_workers, plan_workers, preflight
     from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
     from tuner.study._settings import (
+        DEFAULT_MAX_RETRIES,
         PRUNERS,
         SAMPLERS,
         SETTINGS_KEY,
@@ -25,12 +26,13 @@ if TYPE_CHECKING:
         make_pruner,
         make_sampler,
     )
+    from tuner.study._slots import Slot, group_slots, slot_of
     from tuner.study._slurm import slurm_script
     from tuner.study._status import StudyStatus, study_status
     from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
 
 _WHERE = {
-    "_budget": ("Budget", "next_action", "slot_of"),
+    "_budget": ("Budget", "next_action"),
     "_create": ("CreateResult", "create_study"),
     "_export": ("best_config", "export_best", "export_trials"),
     "_k8s": ("K8sOptions", "k8s_manifests"),
@@ -39,12 +41,14 @@ _WHERE = {
     "_settings": (
         "PRUNERS",
         "SAMPLERS",
+        "DEFAULT_MAX_RETRIES",
         "SETTINGS_KEY",
         "StudySettings",
         "load_settings",
         "make_pruner",
         "make_sampler",
     ),
+    "_slots": ("Slot", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
     "_status": ("StudyStatus", "study_status"),
     "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
@@ -52,6 +56,7 @@ _WHERE = {
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
+    "DEFAULT_MAX_RETRIES",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -60,6 +65,7 @@ __all__ = [
     "Interrupted",
     "K8sOptions",
     "Objective",
+    "Slot",
     "StudySettings",
     "StudyStatus",
     "TrainingObjective",
@@ -70,6 +76,7 @@ __all__ = [
     "create_study",
     "export_best",
     "export_trials",
+    "group_slots",
     "k8s_manifests",
     "launch_workers",
     "load_settings",

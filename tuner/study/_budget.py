@@ -1,10 +1,9 @@
 """Counting a study's budget in slots, so that retries do not count twice.
 
-Every trial belongs to a slot: its own number, or, for a retry of a dead or interrupted trial,
-the number of the trial it retries (Optuna's ``failed_trial`` system attribute). A slot is
-*done* when its latest attempt finished (complete, pruned or failed for good) and *active*
-while its latest attempt is running or waiting. A worker starts a new slot only while
-``done + active < budget``, under the study lock, so the budget is met exactly.
+A slot (see :mod:`._slots`) is *done* when it finished or gave up, and *active* while its
+latest attempt is running or waiting, or failed in a way that is owed a retry. A worker starts
+a new slot only while ``done + active < budget``, under the study lock, so the budget is met
+exactly.
 """
 
 from __future__ import annotations
@@ -13,21 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FrozenTrial
 
-__all__ = ["Budget", "next_action", "slot_of"]
+from tuner.study._settings import DEFAULT_MAX_RETRIES
+from tuner.study._slots import RETRY_KEY, group_slots, slot_of
 
-RETRY_KEY = "failed_trial"
-"""System attribute naming the original trial of a retry (Optuna's own key)."""
-
-
-def slot_of(trial: FrozenTrial | Trial) -> int:
-    """The slot of a trial: its own number, or the number of the trial it retries."""
-    if isinstance(trial, Trial):
-        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-    else:
-        attrs = trial.system_attrs
-    return int(attrs.get(RETRY_KEY, trial.number))
+__all__ = ["RETRY_KEY", "Budget", "next_action", "slot_of"]
 
 
 @dataclass(frozen=True)
@@ -36,20 +26,23 @@ class Budget:
     done: int
     active: int
     waiting: int
+    gave_up: int = 0
 
     @classmethod
-    def count(cls, trials: Iterable[FrozenTrial], budget: int) -> Budget:
-        latest: dict[int, FrozenTrial] = {}
-        for trial in trials:
-            slot = slot_of(trial)
-            if slot not in latest or trial.number > latest[slot].number:
-                latest[slot] = trial
-        states = [t.state for t in latest.values()]
+    def count(
+        cls,
+        trials: Iterable[FrozenTrial],
+        budget: int,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> Budget:
+        states = [slot.state(max_retries) for slot in group_slots(trials)]
         return cls(
             budget=budget,
-            done=sum(s.is_finished() for s in states),
-            active=sum(s in (TrialState.RUNNING, TrialState.WAITING) for s in states),
-            waiting=sum(s == TrialState.WAITING for s in states),
+            done=sum(s in ("finished", "gave up") for s in states),
+            active=sum(s in ("running", "waiting", "retry due") for s in states),
+            waiting=states.count("waiting"),
+            gave_up=states.count("gave up"),
         )
 
     @property

@@ -4,7 +4,8 @@ After every epoch a trial's training state is saved as ``FOLDER/STUDY/slot-N.pt`
 the trial's slot (its own number, or the number of the trial a retry replaces). When a worker
 dies or is stopped, the retry of its trial finds the file and continues from the last epoch
 instead of the first: a trial killed at epoch 40 of 50 costs 10 epochs, not 50. Once a slot
-is finished its file is deleted, except the best trial's (its weights are worth keeping).
+is finished (or gave up) its file is deleted, except the best trial's (its weights are worth
+keeping); a slot still owed a retry keeps it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import re
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
-from tuner.study._budget import slot_of
+from tuner.study._slots import group_slots, slot_of
 from tuner.training import TrainState, load_state, save_state
 
 __all__ = ["Checkpoints"]
@@ -42,21 +42,20 @@ class Checkpoints:
     def save(self, slot: int, state: TrainState) -> None:
         save_state(state, self.path(slot))
 
-    def sweep(self, study: optuna.Study) -> list[int]:
+    def sweep(self, study: optuna.Study, max_retries: int) -> list[int]:
         """Delete the files of finished slots, except the best trial's; return their slots.
 
-        Call it under the study lock, so that a trial just failed as stale, whose retry is
-        about to be queued, never looks finished here.
+        A failed trial still owed a retry (see :mod:`._slots`) is not finished: its retry
+        resumes from the file. Call it under the study lock.
         """
         if not self.folder.is_dir():
             return []
-        latest: dict[int, TrialState] = {}
-        numbers: dict[int, int] = {}
+        done = {
+            slot.number
+            for slot in group_slots(study.get_trials(deepcopy=False))
+            if slot.state(max_retries) in ("finished", "gave up")
+        }
         best_slot = None
-        for trial in study.get_trials(deepcopy=False):
-            slot = slot_of(trial)
-            if trial.number >= numbers.get(slot, -1):
-                numbers[slot], latest[slot] = trial.number, trial.state
         with contextlib.suppress(ValueError):  # no complete trial yet
             best_slot = slot_of(study.best_trial)
         removed = []
@@ -65,8 +64,7 @@ class Checkpoints:
             if match is None:
                 continue
             slot = int(match.group(1))
-            state = latest.get(slot)
-            if state is not None and state.is_finished() and slot != best_slot:
+            if slot in done and slot != best_slot:
                 path.unlink(missing_ok=True)
                 removed.append(slot)
         if removed:

@@ -15,7 +15,13 @@ from tuner.errors import StudyError
 from tuner.features import FeatureStore
 from tuner.search import load_space
 from tuner.storage import RetryingRDBStorage
-from tuner.study._settings import PRUNERS, SAMPLERS, SETTINGS_KEY, StudySettings
+from tuner.study._settings import (
+    DEFAULT_MAX_RETRIES,
+    PRUNERS,
+    SAMPLERS,
+    SETTINGS_KEY,
+    StudySettings,
+)
 from tuner.training import resolve_splits
 
 __all__ = ["CreateResult", "create_study"]
@@ -41,6 +47,7 @@ def create_study(
     sampler: str = "tpe",
     seed: int = 0,
     checkpoints: Path | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> CreateResult:
     """Create the study ``name``, or confirm that it exists with exactly these settings.
 
@@ -48,7 +55,8 @@ def create_study(
     config, the search space against the config, and the split. ``checkpoints`` is the folder
     (shared by all workers) where trials save their state after each epoch, so that a retried
     trial continues where it stopped; on the embedded store it defaults to
-    ``storage/checkpoints`` beside the database.
+    ``storage/checkpoints`` beside the database. ``max_retries`` is how many times a slot is
+    retried after its worker died (interrupted trials are retried without counting).
     """
     if trials < 1:
         raise StudyError(f"--trials must be at least 1, but got {trials}")
@@ -56,6 +64,11 @@ def create_study(
         raise StudyError(f"--pruner must be one of {', '.join(PRUNERS)}, but got {pruner!r}")
     if sampler not in SAMPLERS:
         raise StudyError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
+    if max_retries < 0:
+        raise StudyError(
+            f"max_retries must be 0 or more (retries of a trial whose worker died), but got "
+            f"{max_retries}"
+        )
     store = FeatureStore.open(features)
     base = _base_config(config, store)
     search = load_space(space)
@@ -73,6 +86,7 @@ def create_study(
         tuner_version=tuner.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         checkpoints=_checkpoint_folder(storage, checkpoints),
+        max_retries=max_retries,
     )
     study = optuna.create_study(
         study_name=name, storage=storage, direction="minimize", load_if_exists=True
@@ -144,6 +158,7 @@ def _describe_for_dashboard(
         "features": settings.features["path"],
         "parameters": ", ".join(settings.space),
         "epochs": settings.epochs,
+        "max_retries": settings.max_retries,
         "tuner_version": settings.tuner_version,
     }
     for key, value in summary.items():

@@ -141,9 +141,12 @@ def launch_workers(
         command = [*WORKER_COMMAND, study, "--device", plan.device]
         if plan.threads:
             command += ["--threads", str(plan.threads)]
+        # its own process group: a Ctrl-C on the terminal reaches the launcher alone, which
+        # stops each worker with one SIGTERM (a second signal would stop it at once, unsafely)
         plan.process = subprocess.Popen(
-            [*command, *extra_args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+            [*command, *extra_args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            process_group=0,
+        )  # fmt: skip
         reader = threading.Thread(target=_forward, args=(plan, out, lock), daemon=True)
         reader.start()
         readers.append(reader)

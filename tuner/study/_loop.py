@@ -2,14 +2,16 @@
 
 Orchestration only; what a trial does is the objective's business (a callable that takes an
 Optuna trial and returns the value to minimise, raising ``optuna.TrialPruned`` to prune). The
-loop decides under the study lock whether to start a trial (see :mod:`._budget`), keeps the
+loop, under the study lock, queues the retries dead and interrupted trials are owed (see
+:mod:`._retry`) and decides whether to start a trial (see :mod:`._budget`); it keeps the
 trial's heartbeat, and records how each trial ended:
 
 - returned a value: complete; raised ``TrialPruned``: pruned;
 - raised :class:`~tuner.errors.TunerError` (a diverging run, say) or ran out of GPU memory:
-  failed, with the reason in the ``fail_reason`` attribute, and the loop goes on;
-- SIGTERM / SIGINT (:class:`Interrupted`): failed as "interrupted", queued again with the same
-  parameters for another worker, and the loop stops;
+  failed for good, with the reason in the ``fail_reason`` attribute, and the loop goes on;
+- SIGTERM / SIGINT: the loop stops at the next safe point (between batches, between trials, in
+  any wait; see :mod:`tuner._interrupt`); the trial is failed as "interrupted" and queued again
+  with the same parameters for another worker; a second signal stops at once;
 - the database stayed unreachable past its retry limit (:class:`~tuner.errors.StorageError`):
   the loop stops at once and the trial, left running, is retried once it goes stale.
 """
@@ -18,36 +20,31 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
+from tuner import _interrupt
+from tuner._interrupt import Interrupted
 from tuner.errors import StorageError, TunerError
 from tuner.storage import RetryingRDBStorage, study_lock
-from tuner.study._budget import RETRY_KEY, Budget, next_action
+from tuner.study._budget import Budget, next_action
+from tuner.study._retry import queue_retries
+from tuner.study._settings import DEFAULT_MAX_RETRIES
+from tuner.study._slots import ERROR, FAILURE_KEY, INTERRUPTED
 
 __all__ = ["Interrupted", "Objective", "WorkerReport", "run_trials"]
 
 logger = logging.getLogger(__name__)
 
 Objective = Callable[[Trial], float]
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived: stop the current trial and the worker."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass
@@ -69,6 +66,7 @@ def run_trials(
     budget: int,
     objective: Objective,
     *,
+    max_retries: int = DEFAULT_MAX_RETRIES,
     poll_seconds: float = 5.0,
     max_trials: int | None = None,
     on_trial: Callable[[Trial], None] | None = None,
@@ -77,24 +75,26 @@ def run_trials(
 ) -> WorkerReport:
     """Run trials of ``study`` until ``budget`` slots are finished (or ``max_trials`` here).
 
+    ``max_retries`` is the study's cap on retries after deaths (see :mod:`._slots`).
     ``on_trial`` runs when a trial starts; ``after_trial`` when it has been told, under the
     study lock (tidying up after trials, such as deleting checkpoints, happens there);
     ``on_told`` after that, outside the lock (progress reports).
     """
     report = WorkerReport()
     started = time.perf_counter()
-    with _signals_raise_interrupted():
+    with _interrupt.stop_on_signals():
         while max_trials is None or sum(report.trials.values()) < max_trials:
-            trial, report.budget = _next_trial(study, storage, budget)
+            _interrupt.check()
+            trial, report.budget = _next_trial(study, storage, budget, max_retries)
             if trial is None:
                 if report.budget.finished:
                     break
-                time.sleep(poll_seconds)
+                _interrupt.sleep(poll_seconds)
                 continue
             if on_trial is not None:
                 on_trial(trial)
             tick = time.perf_counter()
-            state = _run_one(study, storage, trial, objective)
+            state = _run_one(study, storage, trial, objective, max_retries)
             report.objective_seconds += time.perf_counter() - tick
             report.count(state)
             if after_trial is not None:
@@ -107,15 +107,15 @@ def run_trials(
 
 
 def _next_trial(
-    study: optuna.Study, storage: RetryingRDBStorage, budget: int
+    study: optuna.Study, storage: RetryingRDBStorage, budget: int, max_retries: int
 ) -> tuple[Trial | None, Budget]:
-    """Under the study lock: retry dead trials, count the budget, and maybe start a trial."""
+    """Under the study lock: queue owed retries, count the budget, and maybe start a trial."""
     with study_lock(storage, study.study_name), warnings.catch_warnings():
         # Optuna calls heartbeats "experimental" and warns that they belong to optimize().
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
-        optuna.storages.fail_stale_trials(study)
-        counted = Budget.count(study.get_trials(deepcopy=False), budget)
+        trials = queue_retries(study, storage, max_retries)
+        counted = Budget.count(trials, budget, max_retries=max_retries)
         if next_action(counted) != "run":
             return None, counted
         trial = study.ask()
@@ -124,7 +124,11 @@ def _next_trial(
 
 
 def _run_one(
-    study: optuna.Study, storage: RetryingRDBStorage, trial: Trial, objective: Objective
+    study: optuna.Study,
+    storage: RetryingRDBStorage,
+    trial: Trial,
+    objective: Objective,
+    max_retries: int,
 ) -> str:
     """Run the objective on one trial and tell the study; return how it ended."""
     started = time.monotonic()
@@ -142,8 +146,9 @@ def _run_one(
         logger.info("trial %d %s", trial.number, pruned or "pruned")
         return "pruned"
     except Interrupted:
-        _fail(study, trial, "interrupted", started)
-        _queue_retry(study, storage, trial.number)
+        _fail(study, trial, "interrupted", started, kind=INTERRUPTED)
+        with study_lock(storage, study.study_name):
+            queue_retries(study, storage, max_retries)
         logger.warning("trial %d interrupted; queued to be retried", trial.number)
         raise
     except StorageError:
@@ -162,39 +167,25 @@ def _run_one(
             if isinstance(error, torch.cuda.OutOfMemoryError)
             else str(error)
         )
-        _fail(study, trial, reason, started)
+        _fail(study, trial, reason, started, kind=ERROR)
         logger.warning("trial %d failed: %s", trial.number, reason)
         return "failed"
     except Exception as error:
-        _fail(study, trial, f"{type(error).__name__}: {error}", started)
+        _fail(study, trial, f"{type(error).__name__}: {error}", started, kind=ERROR)
         logger.exception("trial %d failed with an unexpected error", trial.number)
         return "failed"
 
 
-def _fail(study: optuna.Study, trial: Trial, reason: str, started: float) -> None:
+def _fail(study: optuna.Study, trial: Trial, reason: str, started: float, *, kind: str) -> None:
+    """Record why the trial failed (``kind``, see :mod:`._slots`; first, so that it survives a
+    kill in between), then fail it."""
     try:
+        trial.storage.set_trial_system_attr(trial._trial_id, FAILURE_KEY, kind)
         trial.set_user_attr("fail_reason", reason[:500])
         trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
         study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
-
-
-def _queue_retry(study: optuna.Study, storage: RetryingRDBStorage, number: int) -> None:
-    """Queue an interrupted trial again with the same parameters, as Optuna does for dead ones."""
-    with study_lock(storage, study.study_name):
-        frozen: FrozenTrial = next(
-            t for t in study.get_trials(deepcopy=False) if t.number == number
-        )
-        system_attrs = {RETRY_KEY: frozen.number, "retry_history": [], **frozen.system_attrs}
-        system_attrs["retry_history"] = [*system_attrs["retry_history"], frozen.number]
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING, params=frozen.params,
-                distributions=frozen.distributions, system_attrs=system_attrs,
-                intermediate_values=frozen.intermediate_values,
-            )
-        )  # fmt: skip
 
 
 @contextmanager
@@ -217,25 +208,3 @@ def _heartbeat(storage: RetryingRDBStorage, trial_id: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=interval)
-
-
-@contextmanager
-def _signals_raise_interrupted() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGINT into :class:`Interrupted`; ignore repeats (cleaning up)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    raised = False
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

@@ -1,7 +1,7 @@
 """What a study holds so that a worker needs only its name and the storage.
 
 The settings (search space, base config, feature store and checksum, the split, the budget,
-pruner and sampler) are one JSON value in the study's system attributes, written once by
+pruner, sampler and retry cap) are one JSON value in the study's system attributes, written once by
 ``tuner study create``. A short summary also goes into the user attributes, where
 optuna-dashboard shows it.
 """
@@ -24,6 +24,7 @@ from tuner.errors import StudyError
 from tuner.search import SearchSpace
 
 __all__ = [
+    "DEFAULT_MAX_RETRIES",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -36,6 +37,8 @@ __all__ = [
 SETTINGS_KEY = "tuner:settings"
 PRUNERS = ("median", "asha", "hyperband", "none")
 SAMPLERS = ("tpe", "random", "cmaes")
+DEFAULT_MAX_RETRIES = 3
+"""Retries of a slot after its worker died (studies created before the setting have it too)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class StudySettings:
     tuner_version: str
     created: str
     checkpoints: str | None = None  # folder shared by workers; None: retries start over
+    max_retries: int = DEFAULT_MAX_RETRIES  # retries after deaths; interrupts do not count
 
     def comparable(self) -> dict[str, Any]:
         """What must agree for a second ``study create`` to be the same study (as JSON)."""

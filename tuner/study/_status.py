@@ -1,10 +1,11 @@
-"""``tuner status``: trials by state, the best so far, who runs what, and how fast."""
+"""``tuner status``: trials by state, the best so far, who runs what, how fast, and every slot
+that ended without a result (gave up after its retries, or failed for a reason it names)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import optuna
@@ -13,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study._budget import Budget
 from tuner.study._settings import StudySettings, load_settings
+from tuner.study._slots import group_slots
 
 __all__ = ["StudyStatus", "best_trial", "describe_best", "study_status"]
 
@@ -28,6 +30,7 @@ class StudyStatus:
     per_hour: float | None
     per_hour_recent: int
     now: datetime
+    ended: list[str] = field(default_factory=list)  # one line per slot without a result
 
     def summary(self) -> str:
         """One line: finished trials of the budget, trials by state, the best so far."""
@@ -42,7 +45,8 @@ class StudyStatus:
         lines = [
             self._counts(),
             f"sampler {self.settings.sampler}, pruner {self.settings.pruner}, "
-            f"{self.settings.epochs} epochs at most, store {self.settings.features['path']}",
+            f"{self.settings.epochs} epochs at most, {self.settings.max_retries} retries after a "
+            f"worker dies, store {self.settings.features['path']}",
         ]
         if self.best is not None:
             auc = self.best.user_attrs.get("val_auc")
@@ -62,6 +66,9 @@ class StudyStatus:
                     f"  trial {t.number:<5} {t.user_attrs.get('worker', '?'):<24} "
                     f"{t.user_attrs.get('device', '?'):<8} epoch {epoch:<4} for {_age(age)}"
                 )
+        if self.ended:
+            lines.append("ended without a result:")
+            lines += [f"  {line}" for line in self.ended]
         if self.per_hour is not None:
             lines.append(
                 f"throughput: {self.per_hour:.1f} finished trials per hour "
@@ -86,16 +93,20 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
         for t in finished
         if t.datetime_complete and now - t.datetime_complete < timedelta(hours=1)
     )
+    slots = group_slots(trials)
     return StudyStatus(
         name=name,
         settings=settings,
-        budget=Budget.count(trials, settings.budget),
+        budget=Budget.count(trials, settings.budget, max_retries=settings.max_retries),
         states=dict(Counter(t.state.name for t in trials)),
         best=best_trial(trials),
         running=[t for t in trials if t.state == TrialState.RUNNING],
         per_hour=per_hour,
         per_hour_recent=recent,
         now=now,
+        ended=[
+            line for slot in slots if (line := slot.describe(settings.max_retries)) is not None
+        ],
     )
 
 

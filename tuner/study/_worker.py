@@ -29,10 +29,11 @@ from tuner.config import apply_overrides
 from tuner.errors import StudyError, permanent_errors
 from tuner.features import FeatureStore
 from tuner.storage import RetryingRDBStorage
-from tuner.study._budget import Budget, slot_of
+from tuner.study._budget import Budget
 from tuner.study._checkpoints import Checkpoints
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
+from tuner.study._slots import slot_of
 from tuner.study._status import best_trial, describe_best
 from tuner.training import EpochReport, StoreTensors, Trainer, TrainState
 
@@ -154,11 +155,14 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("device", str(device))
 
-    with Progress(study, settings.budget, bar=options.progress) as progress:
+    retries = settings.max_retries
+    with Progress(study, settings.budget, retries, bar=options.progress) as progress:
         report = run_trials(
-            study, storage, settings.budget, objective, poll_seconds=options.poll_seconds,
-            max_trials=options.max_trials, on_trial=label,
-            after_trial=(lambda: checkpoints.sweep(study)) if checkpoints is not None else None,
+            study, storage, settings.budget, objective, max_retries=retries,
+            poll_seconds=options.poll_seconds, max_trials=options.max_trials, on_trial=label,
+            after_trial=(
+                (lambda: checkpoints.sweep(study, retries)) if checkpoints is not None else None
+            ),
             on_told=progress.update,
         )  # fmt: skip
     if report.budget is not None:
@@ -178,11 +182,12 @@ class Progress:
     SLURM or Compose logs) one log line per trial, which ``--quiet`` silences.
     """
 
-    def __init__(self, study: optuna.Study, budget: int, *, bar: bool) -> None:
+    def __init__(self, study: optuna.Study, budget: int, max_retries: int, *, bar: bool) -> None:
         from tqdm import tqdm
 
         self.study = study
         self.budget = budget
+        self.max_retries = max_retries
         self.bar = tqdm(
             total=budget,
             desc=f"study {study.study_name}",
@@ -206,7 +211,7 @@ class Progress:
 
     def update(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        budget = Budget.count(trials, self.budget)
+        budget = Budget.count(trials, self.budget, max_retries=self.max_retries)
         best_text = describe_best(best_trial(trials))
         if self.bar.disable:
             logger.info(

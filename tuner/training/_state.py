@@ -48,8 +48,12 @@ def save_state(state: TrainState, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(asdict(state), tmp)
-    tmp.replace(path)
+    try:
+        torch.save(asdict(state), tmp)
+        tmp.replace(path)
+    except BaseException:  # a full disk, or a worker stopped at once by a second signal
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_state(path: Path) -> TrainState | None:

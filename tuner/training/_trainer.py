@@ -2,7 +2,8 @@
 
 The trainer knows nothing of Optuna: a tuning objective passes ``on_epoch``, which receives
 each epoch's validation metrics and may raise to stop (``optuna.TrialPruned``); the exception
-leaves :meth:`Trainer.fit` untouched.
+leaves :meth:`Trainer.fit` untouched. Between batches it stops if a worker was asked to
+(:func:`tuner._interrupt.check`): never inside a checkpoint write or a callback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuner import _interrupt
 from tuner.config import RunConfig
 from tuner.errors import TrainingError
 from tuner.model import HierarchicalMIL, MILOutput, elasticnet_penalty, entropy_penalty
@@ -207,6 +209,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         total_penalty = torch.zeros((), device=self.device)
         for batch in sampler.batches(rng):
+            _interrupt.check()
             output = self._forward(model, batch)
             loss = self._loss(output.logits, batch.labels, weights)
             penalty = self._penalty(output)
@@ -240,6 +243,7 @@ class Trainer:
         logits, labels, cases, rows, attn = [], [], [], [], []
         with torch.no_grad():
             for batch in sampler.batches(None):
+                _interrupt.check()
                 output = self._forward(model, batch)
                 logits.append(output.logits.float())
                 labels.append(batch.labels)
