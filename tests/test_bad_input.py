@@ -98,6 +98,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
                 "train.learning_rate: {type: float, low: 0, high: 1}\n",
             ),
             "bad_pw": write(root / "bad.pw", "not-the-password\n"),
+            "not_a_db": write(root / "notes.txt", ""),
         }
         yield w
 
@@ -249,27 +250,61 @@ CASES = [
         "--time must look like HH:MM:SS",
     ),
     Case("cli: unknown option", "status mil --storag {db}", "No such option '--storag'"),
+    Case(
+        "status: storage file missing", "status mil --storage {root}/foo", "no study database at"
+    ),
+    Case("status: no storage here", "status mil", "no study database at {root}/storage/tuner.db"),
+    Case(
+        "status: a file that is not a study database",
+        "status mil --storage {not_a_db}",
+        "no study database at",
+    ),
+    Case(
+        "export: storage missing",
+        "export mil --out {root}/best.yaml --storage {root}/nope/tuner.db",
+        "no study database at",
+    ),
+    Case(
+        "report: storage missing",
+        "report mil --out {root}/r.html --storage sqlite:///{root}/nope.db",
+        "no study database at",
+    ),
+    Case("dashboard: storage missing", "dashboard --storage {root}/nope.db", "no study database"),
+    Case("study list: no storage here", "study list", "no study database at"),
+    Case(
+        "study delete: storage missing",
+        "study delete mil --yes --storage {root}/nope.db",
+        "no study database at",
+    ),
+    Case("worker: no storage here", "worker mil --device cpu", "no study database at"),
+    Case("slurm: no storage here", "slurm mil --workers 2", "needs a shared PostgreSQL"),
 ]
 
 
 def snapshot(world: World) -> dict[str, Any]:
+    """Every file and folder under the world's root (the study database's own files aside,
+    whose pages SQLite may touch on reading) and every study in it."""
+    paths = {p.relative_to(world.root).as_posix(): p for p in sorted(world.root.rglob("*"))}
     files = {
-        str(p.relative_to(world.root)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(world.root.rglob("*"))
-        if p.is_file() and not p.name.startswith("tuner.db")
+        rel: (p.stat().st_size, p.stat().st_mtime_ns)
+        for rel, p in paths.items()
+        if p.is_file() and not rel.startswith("tuner.db")
     }
+    folders = sorted(rel for rel, p in paths.items() if p.is_dir())
     storage = open_storage(world.db)
     studies = {
         s.study_name: (s.n_trials, s.user_attrs)
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     }
-    return {"files": files, "studies": studies}
+    return {"files": files, "folders": folders, "studies": studies}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_clear_line_and_changes_nothing(
     case: Case, world: World, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(world.root)  # where a command given no storage would put one
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
     for key, value in case.env.items():
         monkeypatch.setenv(key, world.fill(value))
     if "PGPASSWORD" not in case.env:
@@ -280,7 +315,7 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
     lines = result.err.strip().splitlines()
     assert lines, "no error message"
     assert lines[-1].startswith("tuner: error: "), result.err
-    assert case.message in lines[-1], lines[-1]
+    assert world.fill(case.message) in lines[-1], lines[-1]
     errors = [line for line in lines if line.startswith("tuner: error")]
     assert len(errors) == 1
     assert all("retrying" in line for line in lines[:-1]), result.err  # retries may be logged

@@ -39,14 +39,15 @@ def _quiet_optuna() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _open(url: str | None, *, interactive: bool = True) -> Any:
+def _open(url: str | None, *, interactive: bool = True, create: bool = False) -> Any:
+    """The study storage; only a command that writes a study (``create``) may set one up."""
     from tuner.storage import open_storage
 
     _quiet_optuna()
     retry = None
     if interactive and "TUNER_DB_RETRY_SECONDS" not in os.environ:
         retry = INTERACTIVE_RETRY_SECONDS
-    return open_storage(url, retry_seconds=retry)
+    return open_storage(url, create=create, retry_seconds=retry)
 
 
 @click.group()
@@ -90,7 +91,7 @@ def create(
     """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
     from tuner.study import create_study
 
-    opened = _open(storage)
+    opened = _open(storage, create=True)
     result = create_study(
         opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
         sampler=sampler, seed=seed, checkpoints=checkpoints,

@@ -28,7 +28,7 @@ def slurm_script(
         raise TunerError(f"--gpus-per-worker must be at least 1, but got {gpus_per_worker}")
     if not re.fullmatch(r"(\d+-)?\d{1,3}:\d\d:\d\d", time_limit):
         raise TunerError(f"--time must look like HH:MM:SS or D-HH:MM:SS, but got {time_limit!r}")
-    resolved = resolve_url(storage)
+    resolved = resolve_url(storage, create=False)
     if resolved.kind != "postgresql":
         raise TunerError(
             "a cluster needs a shared PostgreSQL study database; pass --storage "
