@@ -61,6 +61,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
     db = f"sqlite:///{root / 'tuner.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     create_study(open_storage(db), "mil", own_store, space=QUICK, trials=4)
+    shutil.copytree(own_store, root / "moved-features")
+    create_study(open_storage(db), "moved", root / "moved-features", space=QUICK, trials=4)
+    shutil.rmtree(root / "moved-features")
     config = {"data": {"features": str(own_store)}, "train": {"epochs": 2, "device": "cpu"}}
     with throwaway_cluster() as cluster:
         w = World(root, own_store, other_store, db, cluster)
@@ -106,9 +109,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
 @dataclass(frozen=True)
 class Case:
     name: str
-    args: str
+    args: str | tuple[str, ...]  # split at spaces, or the arguments one by one
     message: str
     env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, world: World) -> list[str]:
+        if isinstance(self.args, str):
+            return world.fill(self.args).split()
+        return [world.fill(a) for a in self.args]
+
+    @property
+    def command(self) -> str:
+        return self.args.split()[0] if isinstance(self.args, str) else self.args[0]
 
 
 CASES = [
@@ -278,6 +290,42 @@ CASES = [
     ),
     Case("worker: no storage here", "worker mil --device cpu", "no study database at"),
     Case("slurm: no storage here", "slurm mil --workers 2", "needs a shared PostgreSQL"),
+    Case(
+        "study: empty name",
+        ("study", "create", "", "--features", "{store}", "--storage", "{db}"),
+        "study name '' is empty",
+    ),
+    Case(
+        "study: name with a newline",
+        ("study", "create", "x\ntouch {root}/pwned", "--features", "{store}", "--storage", "{db}"),
+        "is not printable",
+    ),
+    Case(
+        "study: name that climbs out of the checkpoint folder",
+        "study create ../x --features {store} --storage {db}",
+        "holds a path separator",
+    ),
+    Case(
+        "study: empty name, no storage yet",
+        ("study", "create", "", "--features", "{store}"),
+        "study name '' is empty",
+    ),
+    Case(
+        "study: checkpoints under a file",
+        "study create x --features {store} --storage {db} --checkpoints {config}/ckpt",
+        "cannot be a folder: '{config}' is a file",
+    ),
+    Case(
+        "worker: checkpoints under a file",
+        "worker mil --storage {db} --device cpu --checkpoints {config}/ckpt",
+        "cannot be a folder: '{config}' is a file",
+    ),
+    Case(
+        "worker: the study's store moved",
+        "worker moved --storage {db} --device cpu",
+        "is not on this machine; if it moved or is mounted elsewhere, give its path here as "
+        "features (--features NEWPATH)",
+    ),
 ]
 
 
@@ -310,7 +358,7 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
     if "PGPASSWORD" not in case.env:
         monkeypatch.delenv("PGPASSWORD", raising=False)
     before = snapshot(world)
-    result = run_cli(*world.fill(case.args).split())
+    result = run_cli(*case.argv(world))
     assert result.code != 0
     lines = result.err.strip().splitlines()
     assert lines, "no error message"
@@ -325,5 +373,5 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
 
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 25
-    commands = {c.args.split()[0] for c in CASES}
+    commands = {c.command for c in CASES}
     assert {"data", "features", "train", "study", "worker", "export", "status"} <= commands

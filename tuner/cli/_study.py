@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,18 +90,31 @@ def create(
     storage: str | None,
 ) -> None:
     """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
-    from tuner.study import create_study
+    from tuner.study import check_study_name, create_study
 
+    check_study_name(name)  # before the storage is opened, which may create it
     opened = _open(storage, create=True)
     result = create_study(
         opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
         sampler=sampler, seed=seed, checkpoints=checkpoints,
     )  # fmt: skip
     verb = "created" if result.created else "already exists (same settings)"
+    worker = shlex.join(["tuner", "worker", name, *_storage_args(opened)])
     click.echo(
         f"study {name} {verb}: {trials} trials, {sampler} sampler, {pruner} pruner, storage "
-        f"{opened.public_url}\nstart workers with: tuner worker {name}"
+        f"{opened.public_url}\nstart workers with: {worker}"
     )
+
+
+def _storage_args(opened: Any) -> list[str]:
+    """``--storage URL`` (without a password) for a printed command, unless the storage is the
+    embedded default, which the command finds by itself."""
+    from tuner.storage import EMBEDDED_PATH
+
+    url = opened.engine.url
+    if url.get_backend_name() == "sqlite" and url.database == str(EMBEDDED_PATH.resolve()):
+        return []
+    return ["--storage", opened.public_url]
 
 
 @study.command("list")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tuner.study._export import best_config, export_best, export_trials
     from tuner.study._launch import WorkerPlan, launch_workers, plan_workers
     from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
+    from tuner.study._names import MAX_NAME_LENGTH, check_study_name, job_label
     from tuner.study._settings import (
         PRUNERS,
         SAMPLERS,
@@ -34,6 +35,7 @@ _WHERE = {
     "_export": ("best_config", "export_best", "export_trials"),
     "_launch": ("WorkerPlan", "launch_workers", "plan_workers"),
     "_loop": ("Interrupted", "Objective", "WorkerReport", "run_trials"),
+    "_names": ("MAX_NAME_LENGTH", "check_study_name", "job_label"),
     "_settings": (
         "PRUNERS",
         "SAMPLERS",
@@ -50,6 +52,7 @@ _WHERE = {
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
+    "MAX_NAME_LENGTH",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -64,9 +67,11 @@ __all__ = [
     "WorkerPlan",
     "WorkerReport",
     "best_config",
+    "check_study_name",
     "create_study",
     "export_best",
     "export_trials",
+    "job_label",
     "launch_workers",
     "load_settings",
     "make_pruner",
