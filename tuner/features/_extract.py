@@ -255,10 +255,7 @@ def _batches(loader: DataLoader[torch.Tensor]) -> Iterator[torch.Tensor]:
         yield from loader
     except DataError as exc:
         message = str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]
-        raise DataError(
-            f"{message.removesuffix('; replace or delete it')}; replace or delete it and run the "
-            "same command again to resume"
-        ) from None
+        raise DataError(f"{message}, then run the same command again to resume") from None
 
 
 def _default_workers(device: torch.device) -> int:
