@@ -158,6 +158,11 @@ CASES = [
         "exists with a different manifest",
     ),
     Case("features: not a store", "features info {root}/demo", "is not a feature store"),
+    Case(
+        "features: labels missing, output in new folders",
+        "features extract {patches} --labels {root}/none.csv --out {root}/new/sub/features",
+        "not found",
+    ),
     Case("config init: missing store", "config init --features {root}/none", "does not exist"),
     Case("train: config missing", "train --config {root}/none.yaml", "not found"),
     Case("train: malformed YAML", "train --config {malformed}", "is not valid YAML at line"),

@@ -35,6 +35,7 @@ from tuner.features._backbone import (
     WeightsSpec,
     build_backbone,
 )
+from tuner.features._lock import output_lock
 from tuner.features._store import (
     MANIFEST,
     FeatureStore,
@@ -114,7 +115,29 @@ def extract_features(
     label_column: str = "label",
     classes: list[str] | None = None,
 ) -> FeatureStore:
-    """Build (or finish, or confirm) the feature store ``out`` for a dataset."""
+    """Build (or finish, or confirm) the feature store ``out`` for a dataset.
+
+    One extraction at a time writes ``out``: another one into it fails at once, naming the
+    process that holds its lock (:func:`output_lock`).
+    """
+    with output_lock(Path(out)):
+        return _extract(
+            root, labels, out, options, pattern=pattern, case_column=case_column,
+            label_column=label_column, classes=classes,
+        )  # fmt: skip
+
+
+def _extract(
+    root: Path | str,
+    labels: Path | str,
+    out: Path | str,
+    options: ExtractOptions | None,
+    *,
+    pattern: str,
+    case_column: str,
+    label_column: str,
+    classes: list[str] | None,
+) -> FeatureStore:
     options = options or ExtractOptions()
     options.check()
     root, out = Path(root), Path(out)
