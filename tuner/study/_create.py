@@ -48,10 +48,11 @@ def create_study(
 
     Everything is checked before the study is touched: the name (:func:`check_study_name`),
     the store (and its checksum), the config, the search space against the config, the split
-    and the checkpoint folder. ``checkpoints`` is the folder
-    (shared by all workers) where trials save their state after each epoch, so that a retried
-    trial continues where it stopped; on the embedded store it defaults to
-    ``storage/checkpoints`` beside the database.
+    and the checkpoint folder. ``checkpoints`` is the folder (shared by all workers) where
+    trials save their state after each epoch, so that a retried trial continues where it
+    stopped; on the embedded store it defaults to ``storage/checkpoints`` beside the database.
+    It is checked here without creating anything (a path under a regular file is refused);
+    each worker makes it and checks it again where it runs.
     """
     check_study_name(name)
     if trials < 1:
@@ -114,12 +115,12 @@ def _checkpoint_folder(storage: RetryingRDBStorage, given: Path | None) -> str |
         problem = folder_problem(folder)
         if problem is not None and problem[1]:
             raise StudyError(
-                f"checkpoints folder {str(folder)!r} {problem[0]}; choose a folder that every "
+                f"checkpoint folder {str(folder)!r} {problem[0]}; choose a folder that every "
                 "worker can write"
             )
         if problem is not None:  # it may exist where the workers run
             logger.warning(
-                "checkpoints folder %s %s; each worker checks it when it starts", folder,
+                "checkpoint folder %s %s; each worker checks it when it starts", folder,
                 problem[0],
             )  # fmt: skip
         return str(folder)
