@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tuner.data import write_demo_dataset
 
@@ -37,3 +41,23 @@ def make_demo(folder: Path, *, cases: int = 8, seed: int = 0) -> Demo:
         patches_per_slice=(2, 4),
     )  # fmt: skip
     return Demo(folder, folder / "patches", labels)
+
+
+def write_png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit PNG, written byte by byte (Pillow writes 16 bits for grey only): ``values``
+    of shape (h, w) grey, (h, w, 2) grey and alpha, (h, w, 3) RGB or (h, w, 4) RGBA."""
+    array = np.asarray(values).astype(">u2")
+    height, width = array.shape[:2]
+    colour = {2: 0, 3: {2: 4, 3: 2, 4: 6}.get(array.shape[-1], -1)}[array.ndim]
+    raw = b"".join(b"\0" + array[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path

@@ -68,6 +68,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
     db = f"sqlite:///{root / 'tuner.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     create_study(open_storage(db), "mil", own_store, space=QUICK, trials=4)
+    shutil.copytree(own_store, root / "moved-features")
+    create_study(open_storage(db), "moved", root / "moved-features", space=QUICK, trials=4)
+    shutil.rmtree(root / "moved-features")
     config = {"data": {"features": str(own_store)}, "train": {"epochs": 2, "device": "cpu"}}
     with throwaway_cluster() as cluster:
         w = World(root, own_store, other_store, db, cluster)
@@ -106,6 +109,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
             ),
             "bad_pw": write(root / "bad.pw", "not-the-password\n"),
             "resnet_weights": save_state(root / "resnet.pth", {"conv1.weight": (64, 3, 7, 7)}),
+            "not_a_db": write(root / "notes.txt", ""),
         }
         yield w
 
@@ -113,10 +117,19 @@ def world(tmp_path_factory: pytest.TempPathFactory, store: FeatureStore) -> Iter
 @dataclass(frozen=True)
 class Case:
     name: str
-    args: str
+    args: str | tuple[str, ...]  # split at spaces, or the arguments one by one
     message: str
     env: dict[str, str] = field(default_factory=dict)
     code: int | None = None  # the exit status, where it matters (to launchers, Kubernetes)
+
+    def argv(self, world: World) -> list[str]:
+        if isinstance(self.args, str):
+            return world.fill(self.args).split()
+        return [world.fill(a) for a in self.args]
+
+    @property
+    def command(self) -> str:
+        return self.args.split()[0] if isinstance(self.args, str) else self.args[0]
 
 
 CASES = [
@@ -182,6 +195,11 @@ CASES = [
         "cannot encode 32x32 px images",
     ),
     Case("features: not a store", "features info {root}/demo", "is not a feature store"),
+    Case(
+        "features: labels missing, output in new folders",
+        "features extract {patches} --labels {root}/none.csv --out {root}/new/sub/features",
+        "not found",
+    ),
     Case("config init: missing store", "config init --features {root}/none", "does not exist"),
     Case("train: config missing", "train --config {root}/none.yaml", "not found"),
     Case("train: malformed YAML", "train --config {malformed}", "is not valid YAML at line"),
@@ -354,40 +372,110 @@ CASES = [
         "would let anyone who reaches it delete and change studies",
     ),
     Case("cli: unknown option", "status mil --storag {db}", "No such option '--storag'"),
+    Case(
+        "status: storage file missing", "status mil --storage {root}/foo", "no study database at"
+    ),
+    Case("status: no storage here", "status mil", "no study database at {root}/storage/tuner.db"),
+    Case(
+        "status: a file that is not a study database",
+        "status mil --storage {not_a_db}",
+        "no study database at",
+    ),
+    Case(
+        "export: storage missing",
+        "export mil --out {root}/best.yaml --storage {root}/nope/tuner.db",
+        "no study database at",
+    ),
+    Case(
+        "report: storage missing",
+        "report mil --out {root}/r.html --storage sqlite:///{root}/nope.db",
+        "no study database at",
+    ),
+    Case("dashboard: storage missing", "dashboard --storage {root}/nope.db", "no study database"),
+    Case("study list: no storage here", "study list", "no study database at"),
+    Case(
+        "study delete: storage missing",
+        "study delete mil --yes --storage {root}/nope.db",
+        "no study database at",
+    ),
+    Case("worker: no storage here", "worker mil --device cpu", "no study database at"),
+    Case("slurm: no storage here", "slurm mil --workers 2", "needs a shared PostgreSQL"),
+    Case(
+        "study: empty name",
+        ("study", "create", "", "--features", "{store}", "--storage", "{db}"),
+        "study name '' is empty",
+    ),
+    Case(
+        "study: name with a newline",
+        ("study", "create", "x\ntouch {root}/pwned", "--features", "{store}", "--storage", "{db}"),
+        "is not printable",
+    ),
+    Case(
+        "study: name that climbs out of the checkpoint folder",
+        "study create ../x --features {store} --storage {db}",
+        "holds a path separator",
+    ),
+    Case(
+        "study: empty name, no storage yet",
+        ("study", "create", "", "--features", "{store}"),
+        "study name '' is empty",
+    ),
+    Case(
+        "study: checkpoints under a file",
+        "study create x --features {store} --storage {db} --checkpoints {config}/ckpt",
+        "cannot be a folder: '{config}' is a file",
+    ),
+    Case(
+        "worker: checkpoints under a file",
+        "worker mil --storage {db} --device cpu --checkpoints {config}/ckpt",
+        "cannot be a folder: '{config}' is a file",
+    ),
+    Case(
+        "worker: the study's store moved",
+        "worker moved --storage {db} --device cpu",
+        "is not on this machine; if it moved or is mounted elsewhere, give its path here as "
+        "features (--features NEWPATH)",
+    ),
 ]
 
 
 def snapshot(world: World) -> dict[str, Any]:
+    """Every file and folder under the world's root (the study database's own files aside,
+    whose pages SQLite may touch on reading) and every study in it."""
+    paths = {p.relative_to(world.root).as_posix(): p for p in sorted(world.root.rglob("*"))}
     files = {
-        str(p.relative_to(world.root)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(world.root.rglob("*"))
-        if p.is_file() and not p.name.startswith("tuner.db")
+        rel: (p.stat().st_size, p.stat().st_mtime_ns)
+        for rel, p in paths.items()
+        if p.is_file() and not rel.startswith("tuner.db")
     }
+    folders = sorted(rel for rel, p in paths.items() if p.is_dir())
     storage = open_storage(world.db)
     studies = {
         s.study_name: (s.n_trials, s.user_attrs)
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     }
-    return {"files": files, "studies": studies}
+    return {"files": files, "folders": folders, "studies": studies}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_clear_line_and_changes_nothing(
     case: Case, world: World, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(world.root)  # where a command given no storage would put one
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
     for key, value in case.env.items():
         monkeypatch.setenv(key, world.fill(value))
     if "PGPASSWORD" not in case.env:
         monkeypatch.delenv("PGPASSWORD", raising=False)
     before = snapshot(world)
-    result = run_cli(*world.fill(case.args).split())
+    result = run_cli(*case.argv(world))
     assert result.code != 0
     if case.code is not None:
         assert result.code == case.code, result.err
     lines = result.err.strip().splitlines()
     assert lines, "no error message"
     assert lines[-1].startswith("tuner: error: "), result.err
-    assert case.message in lines[-1], lines[-1]
+    assert world.fill(case.message) in lines[-1], lines[-1]
     errors = [line for line in lines if line.startswith("tuner: error")]
     assert len(errors) == 1
     assert all("retrying" in line for line in lines[:-1]), result.err  # retries may be logged
@@ -397,5 +485,5 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
 
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 25
-    commands = {c.args.split()[0] for c in CASES}
+    commands = {c.command for c in CASES}
     assert {"data", "features", "train", "study", "worker", "export", "status"} <= commands

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import Demo, make_demo, run_tuner
 from tuner.features import FeatureStore
@@ -54,6 +55,25 @@ def test_data_check_lists_unreadable_images_and_fails(fresh_demo: Demo, run_cli)
     assert "error: 2 image(s) are unreadable or truncated" in result.out
     for victim in victims:
         assert victim.relative_to(fresh_demo.patches).as_posix() in result.out
+
+
+def test_data_check_lists_images_it_cannot_read_faithfully(fresh_demo: Demo, run_cli) -> None:
+    first, second = sorted(fresh_demo.patches.rglob("*.png"))[:2]
+    with Image.open(first) as image:
+        grey = np.asarray(image.convert("L"))
+    first.unlink()
+    floats = first.with_suffix(".tif")  # a float image with values beyond 0..1
+    Image.fromarray(grey.astype(np.float32) / 64).save(floats)
+    with Image.open(second) as image:  # a 16-bit copy reads faithfully
+        Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257).save(second)
+    result = run_cli("data", "check", fresh_demo.patches, "--labels", fresh_demo.labels)
+    assert result.code == 1
+    assert "error: 1 image(s) cannot be read faithfully as 8-bit RGB" in result.out
+    assert f"{floats.relative_to(fresh_demo.patches).as_posix()} (floating-point values" in (
+        result.out
+    )
+    assert second.name not in result.out
+    assert "tuner: error: the dataset cannot be used for training" in result.err
 
 
 def test_data_check_refuses_a_class_too_small_for_the_split(tmp_path: Path, run_cli) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> Non
     deleted = run_cli("study", "delete", "mil", "--yes")
     assert deleted.code == 0
     assert "no studies" in run_cli("study", "list").out
+
+
+def test_create_prints_a_worker_command_that_runs_as_printed(
+    run_cli, db: str, store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hint(result) -> list[str]:  # type: ignore[no-untyped-def]
+        assert result.code == 0, result.err
+        line = result.out.strip().splitlines()[-1]
+        return shlex.split(line.removeprefix("start workers with: "))
+
+    created = run_cli("study", "create", "my study", "--features", store.path, "--space", QUICK)
+    assert hint(created) == ["tuner", "worker", "my study", "--storage", db]
+    monkeypatch.delenv("TUNER_STORAGE")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    default = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
+    assert hint(default) == ["tuner", "worker", "mil"]  # the embedded default needs no --storage
 
 
 CREATE = ["study", "create"]

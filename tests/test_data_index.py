@@ -161,3 +161,44 @@ def test_duplicate_patch_keys_are_fatal(tmp_path: Path) -> None:
     labels = write_labels(tmp_path / "labels.csv", [("a", "0"), ("b", "1")])
     index = build_index(tmp_path / "p", labels, pattern=DEFAULT_PATTERN)
     assert [p.kind for p in index.fatal_problems] == ["duplicate-patch"]
+
+
+def test_symbolic_links_are_followed_and_what_happened_is_said(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    root, outside = tmp_path / "patches", tmp_path / "archive"
+    for rel in ("a/he/1/1.png", "a/he/1/2.png", "c/he/1/1.png", "e/he/1/1.png"):
+        touch_image(root / rel)
+    (root / "a/he/1/3.png").symlink_to("1.png")  # a duplicate of a patch of its slice
+    touch_image(outside / "slice2" / "1.png")
+    touch_image(outside / "slice2" / "2.png")
+    (root / "b/he").mkdir(parents=True)
+    (root / "b/he/2").symlink_to(outside / "slice2")  # a slice folder that is a link
+    (root / "b/he/9").symlink_to(root / "b")  # a loop
+    (root / "d/he/1").mkdir(parents=True)
+    (root / "d/he/1/1.png").symlink_to(root / "c/he/1/1.png")  # one file in two cases
+    labels = write_labels(
+        tmp_path / "labels.csv", [("a", "0"), ("b", "1"), ("c", "0"), ("d", "1"), ("e", "1")]
+    )
+
+    index = build_index(root, labels)
+    assert [p.path for p in index.patches] == [
+        "a/he/1/1.png", "a/he/1/2.png", "b/he/2/1.png", "b/he/2/2.png", "c/he/1/1.png",
+        "e/he/1/1.png",
+    ]  # fmt: skip
+    kinds = {p.kind: p for p in index.problems}
+    assert kinds["linked-duplicate"].examples == ("a/he/1/3.png ~ a/he/1/1.png",)
+    assert kinds["linked-folder"].examples == (f"b/he/2 -> {outside / 'slice2'}",)
+    assert kinds["link-skipped"].examples == ("b/he/9",)
+    assert kinds["linked-across-cases"].examples == ("d/he/1/1.png ~ c/he/1/1.png",)
+    assert [p.kind for p in index.fatal_problems] == ["linked-across-cases"]
+
+    result = run_cli("data", "check", root, "--labels", labels)
+    assert result.code == 1
+    for line in (
+        "warning: 1 image file(s) are the same file as another patch (a symbolic or hard link) "
+        "and are counted once: a/he/1/3.png ~ a/he/1/1.png",
+        "warning: 1 folder(s) are symbolic links to folders outside the patch folder and were "
+        f"followed: b/he/2 -> {outside / 'slice2'}",
+        "warning: 1 symbolic link(s) lead to a folder scanned anyway",
+        "error: 1 image file(s) are the same file as a patch of another case",
+    ):
+        assert line in result.out, result.out

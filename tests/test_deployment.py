@@ -55,6 +55,22 @@ def test_compose_is_safe_by_default(compose: dict[str, Any]) -> None:
     assert services["create-study"]["restart"] == "no"
 
 
+def test_compose_passes_the_study_name_as_one_argument(compose: dict[str, Any]) -> None:
+    """Exec-form commands (lists) reach tuner without a shell: a name with spaces or quotes in
+    TUNER_STUDY stays one argument, and nothing in it runs."""
+    for name, service in compose["services"].items():
+        if name == "postgres":
+            continue
+        command = service["command"]
+        assert isinstance(command, list), f"{name} runs its command through a shell"
+        assert "entrypoint" not in service
+        studies = [part for part in command if "TUNER_STUDY" in str(part)]
+        assert studies in ([], ["${TUNER_STUDY:-mil}"]), f"{name}: {studies}"
+        env = {"TUNER_STUDY": "my study; touch x"}
+        expanded = [expand(str(part), env) for part in command]
+        assert expanded.count("my study; touch x") == len(studies)
+
+
 def expand(value: str, env: dict[str, str]) -> str:
     """Compose's ${VAR:-default} substitution."""
     return re.sub(

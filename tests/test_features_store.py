@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from tests.helpers import Demo
+from tests.helpers import Demo, make_demo, write_png16
 from tuner.data import build_index
 from tuner.errors import DataError, StoreError
 from tuner.features import (
@@ -211,3 +212,30 @@ def test_import_refuses_mixed_widths(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="differ in width"):
         import_embeddings(tmp_path / "slides.csv", tmp_path / "labels.csv", tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+def test_features_of_deep_copies_match_their_eight_bit_originals(tmp_path: Path) -> None:
+    """A 16-bit copy (x * 257) of every patch, grey or RGB, gives the features of the 8-bit
+    patch: deep images are scaled, not clipped to white."""
+    demo = make_demo(tmp_path / "rgb", cases=6)
+    copies = {name: tmp_path / name for name in ("grey8", "grey16", "rgb48")}
+    for path in demo.patches.rglob("*.png"):
+        rel = path.relative_to(demo.patches)
+        for folder in copies.values():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            rgb, grey = np.asarray(image.convert("RGB")), np.asarray(image.convert("L"))
+        Image.fromarray(grey).save(copies["grey8"] / rel)
+        Image.fromarray(grey.astype(np.uint16) * 257).save(copies["grey16"] / rel)
+        write_png16(copies["rgb48"] / rel, rgb.astype(np.uint16) * 257)
+
+    def features(patches: Path) -> np.ndarray:
+        out = tmp_path / "stores" / patches.name
+        return np.asarray(extract_features(patches, demo.labels, out, FAST).features, np.float32)
+
+    grey8, grey16 = features(copies["grey8"]), features(copies["grey16"])
+    assert np.abs(grey8 - features(demo.patches)).max() > 0.01  # grey differs from colour
+    np.testing.assert_allclose(grey16, grey8, rtol=1e-3, atol=1e-3)  # float16 resolution
+    np.testing.assert_allclose(
+        features(copies["rgb48"]), features(demo.patches), rtol=1e-3, atol=1e-3
+    )

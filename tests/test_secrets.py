@@ -20,6 +20,8 @@ from tuner.features import FeatureStore
 from tuner.storage import open_storage
 
 SECRET = f"Pw-{uuid.uuid4().hex}"
+AT_SECRET = f"Pw{uuid.uuid4().hex[:10]}@{uuid.uuid4().hex[:12]}@{uuid.uuid4().hex[:12]}"
+"""A password with unencoded ``@``: each piece between them must stay hidden too."""
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,8 @@ def cluster() -> Iterator[Cluster]:
     with throwaway_cluster() as running:
         running.sql(f"CREATE ROLE tuner_secret LOGIN PASSWORD '{SECRET}'")
         running.sql("CREATE DATABASE tuner OWNER tuner_secret")
+        running.sql(f"CREATE ROLE tuner_at LOGIN PASSWORD '{AT_SECRET}'")
+        running.sql("CREATE DATABASE tuner_at OWNER tuner_at")
         yield running
 
 
@@ -117,3 +121,37 @@ def test_password_never_shows(
         attributes += repr(trial.user_attrs) + repr(trial.system_attrs)
     assert SECRET not in attributes
     assert len(loaded.get_trials()) == 2
+
+
+def test_a_password_with_an_unencoded_at_connects_and_never_shows(
+    cluster: Cluster, store: FeatureStore, tmp_path: Path
+) -> None:
+    url = f"postgresql://tuner_at:{AT_SECRET}@127.0.0.1:{cluster.port}/tuner_at"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "TUNER_DB_PASSWORD_FILE")
+    }
+
+    def tuner(*args: object, storage: str = url, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tuner", *map(str, args), "--storage", storage],
+            env={**env, **extra}, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    create = tuner("study", "create", "at", "--features", store.path, "--trials", 2)
+    assert create.returncode == 0, create.stderr
+    assert "tuner_at@127.0.0.1" in create.stdout
+    status = tuner("status", "at")
+    assert status.returncode == 0, status.stderr
+    export = tuner("export", "at", "--trials", tmp_path / "trials.csv")
+    assert export.returncode == 0, export.stderr
+    wrong = tuner("status", "at", storage=url.replace(AT_SECRET, AT_SECRET[:-1]))
+    assert "password authentication failed" in wrong.stderr
+    unreachable = tuner(
+        "status", "at", storage=url.replace(f":{cluster.port}/", ":1/"),
+        TUNER_DB_RETRY_SECONDS="1",
+    )  # fmt: skip
+    assert "unreachable" in unreachable.stderr
+    shown = [r.stdout + r.stderr for r in (create, status, export, wrong, unreachable)]
+    shown.append((tmp_path / "trials.csv").read_text())
+    for piece in AT_SECRET[:-1].split("@"):
+        assert all(piece not in text for text in shown), piece

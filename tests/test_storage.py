@@ -9,7 +9,9 @@ import warnings
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
+from sqlalchemy.pool import NullPool
 
 from tuner.errors import StorageError
 from tuner.storage import open_storage, public_url, resolve_url, study_lock
@@ -148,3 +150,67 @@ def test_embedded_default_lives_under_storage(tmp_path, monkeypatch: pytest.Monk
     monkeypatch.setenv("TUNER_STORAGE", str(tmp_path / "elsewhere.db"))
     quiet_study(open_storage())
     assert (tmp_path / "elsewhere.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "database"),
+    [
+        ("postgresql://alice:Pw1x@Yz9q@db.example:5432/tuner", "db.example", "tuner"),
+        (
+            "postgresql://alice:Ab12@Cd34@Ef/56@db.example/tuner?sslmode=require",
+            "db.example",
+            "tuner",
+        ),
+        ("postgresql://alice:Pw1x%40Yz9q@db.example/tuner", "db.example", "tuner"),
+        (
+            "postgresql://alice:Zq8w7r6t@db.example/tuner?application_name=a@b",
+            "db.example",
+            "tuner",
+        ),
+    ],
+)
+def test_a_password_with_an_unencoded_at_is_parsed_and_never_shown(
+    url: str, host: str, database: str
+) -> None:
+    password = url.split("://alice:", 1)[1].rsplit("@db.example", 1)[0]
+    resolved = resolve_url(url)
+    assert (resolved.url.username, resolved.url.host, resolved.url.database) == (
+        "alice",
+        host,
+        database,
+    )
+    assert resolved.url.password == password.replace("%40", "@")
+    for shown in (public_url(url), resolved.public, public_url(resolved.url)):
+        assert shown.startswith(
+            ("postgresql://alice@db.example", "postgresql+psycopg2://alice@db")
+        )
+        for piece in password.replace("%40", "@").split("@"):
+            assert piece not in shown, shown
+
+
+def test_readers_open_only_an_existing_store(storage_url: str) -> None:
+    with pytest.raises(StorageError, match=r"no study database at .*'tuner study create'"):
+        open_storage(storage_url, create=False, retry_seconds=2)
+    if storage_url.startswith("sqlite"):
+        assert not resolve_url(storage_url).path.exists()  # type: ignore[union-attr]
+    else:
+        engine = sqlalchemy.create_engine(resolve_url(storage_url).url, poolclass=NullPool)
+        with engine.connect() as connection:
+            assert sqlalchemy.inspect(connection).get_table_names() == []
+        engine.dispose()
+    quiet_study(open_storage(storage_url))  # a writer sets the database up
+    reader = open_storage(storage_url, create=False)
+    assert [s.study_name for s in optuna.get_all_study_summaries(reader)] == ["s"]
+
+
+def test_readers_do_not_make_the_embedded_folder(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    (tmp_path / "empty.db").touch()  # a file that is not a study database is not made one
+    for url in (None, "foo", str(tmp_path / "empty.db"), f"sqlite:///{tmp_path}/no/tuner.db"):
+        with pytest.raises(StorageError, match="no study database at /"):
+            open_storage(url, create=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    assert (tmp_path / "empty.db").stat().st_size == 0

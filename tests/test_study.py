@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -238,3 +239,59 @@ def test_launch_plans() -> None:
         plan_workers(gpus="first")
     with pytest.raises(TunerError, match="either --gpus or --workers"):
         plan_workers(gpus="0", workers=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("", "is empty"),
+        ("mil\ntouch pwned", "not printable"),
+        ("mil\t2", "not printable"),
+        ("../x", "path separator"),
+        ("a\\b", "path separator"),
+        ("..", "folder reference"),
+        (" mil", "begins or ends with a space"),
+        ("-mil", "begins with '-'"),
+        ("m" * 101, "more than 100"),
+    ],
+)
+def test_bad_study_names_are_refused_before_the_storage_is_touched(
+    name: str, rule: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(StudyError, match=re.escape(rule)) as error:
+        create_study(storage, name, store.path, space=QUICK, trials=2)
+    assert "\n" not in str(error.value)
+    assert optuna.get_all_study_summaries(storage) == []
+
+
+def test_names_with_spaces_and_letters_of_any_script_are_fine(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    for name in ("mil 2024", "études_1.b", "m" * 100):
+        create_study(storage, name, store.path, space=QUICK, trials=2)
+    assert len(optuna.get_all_study_summaries(storage)) == 3
+
+
+def test_slurm_script_passes_any_name_as_one_argument(tmp_path: Path) -> None:
+    """Run the script with bash, a fake srun recording its arguments: the name stays one
+    argument, whatever it holds, and nothing else runs."""
+    touch = f"touch {tmp_path}/"
+    name = f"x\n{touch}newline; {touch}semicolon $({touch}subshell) `{touch}tick` 'q"
+    script = slurm_script(name, workers=2, storage="postgresql://u@db/t", partition="gpu")
+    for line in script.splitlines():
+        if line.startswith("#SBATCH"):
+            assert re.fullmatch(r"#SBATCH --[a-z-]+(=[\w.,:@%-]+)?", line), line
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(f'#!/bin/bash\nprintf "%s\\0" "$@" > {tmp_path}/argv\n')
+    (bin_dir / "srun").chmod(0o755)
+    (tmp_path / "job.sh").write_text(script)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run(["bash", str(tmp_path / "job.sh")], env=env, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_bytes().split(b"\0")[:-1]
+    assert [a.decode() for a in argv] == ["tuner", "worker", name, "--device", "cuda"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["argv", "bin", "job.sh"]
+    with pytest.raises(TunerError, match="--partition must be"):
+        slurm_script("mil", workers=2, storage="postgresql://u@db/t", partition="gpu\nrm -rf /")

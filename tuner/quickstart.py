@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,7 +103,8 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> Q
         echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     echo("test metrics of the final model: " + json.dumps(_rounded(test)))
     echo(f"run folder: {run}")
-    echo(f"open the dashboard with:\n  tuner dashboard --storage {storage_url}")
+    dashboard = shlex.join(["tuner", "dashboard", "--storage", storage_url])
+    echo(f"open the dashboard with:\n  {dashboard}")
     return QuickstartResult(storage_url, best_path, run, test)
 
 

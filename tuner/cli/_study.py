@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,14 +43,15 @@ def _quiet_optuna() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _open(url: str | None, *, interactive: bool = True) -> Any:
+def _open(url: str | None, *, interactive: bool = True, create: bool = False) -> Any:
+    """The study storage; only a command that writes a study (``create``) may set one up."""
     from tuner.storage import open_storage
 
     _quiet_optuna()
     retry = None
     if interactive and "TUNER_DB_RETRY_SECONDS" not in os.environ:
         retry = INTERACTIVE_RETRY_SECONDS
-    return open_storage(url, retry_seconds=retry)
+    return open_storage(url, create=create, retry_seconds=retry)
 
 
 @click.group()
@@ -92,18 +94,31 @@ def create(
     storage: str | None,
 ) -> None:
     """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
-    from tuner.study import create_study
+    from tuner.study import check_study_name, create_study
 
-    opened = _open(storage)
+    check_study_name(name)  # before the storage is opened, which may create it
+    opened = _open(storage, create=True)
     result = create_study(
         opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
         sampler=sampler, seed=seed, checkpoints=checkpoints, max_retries=max_retries,
     )  # fmt: skip
     verb = "created" if result.created else "already exists (same settings)"
+    worker = shlex.join(["tuner", "worker", name, *_storage_args(opened)])
     click.echo(
         f"study {name} {verb}: {trials} trials, {sampler} sampler, {pruner} pruner, storage "
-        f"{opened.public_url}\nstart workers with: tuner worker {name}"
+        f"{opened.public_url}\nstart workers with: {worker}"
     )
+
+
+def _storage_args(opened: Any) -> list[str]:
+    """``--storage URL`` (without a password) for a printed command, unless the storage is the
+    embedded default, which the command finds by itself."""
+    from tuner.storage import EMBEDDED_PATH
+
+    url = opened.engine.url
+    if url.get_backend_name() == "sqlite" and url.database == str(EMBEDDED_PATH.resolve()):
+        return []
+    return ["--storage", opened.public_url]
 
 
 @study.command("list")
@@ -200,8 +215,8 @@ def launch(
     from tuner.study import launch_workers, plan_workers, preflight, study_status
 
     plans = plan_workers(gpus=gpus, per_gpu=per_gpu, workers=workers, device=device)
-    url = resolve_url(storage)
     opened = _open(storage, interactive=False)
+    url = resolve_url(storage, create=False)
     preflight(opened, name, plans, features=features)
     target = url.url.render_as_string(hide_password=False) if storage else None
     logger.info("launching %d worker(s) of study %s on %s", len(plans), name, url.public)

@@ -1,7 +1,7 @@
 """The dataset layer: patch paths and labels -> a checked index, case-level splits, demo data."""
 
 from tuner.data._demo import write_demo_dataset
-from tuner.data._images import check_images, image_size, load_rgb
+from tuner.data._images import check_images, image_size, load_rgb, to_rgb
 from tuner.data._index import (
     DEFAULT_PATTERN,
     DatasetIndex,
@@ -37,5 +37,6 @@ __all__ = [
     "read_labels",
     "scan_patches",
     "summary_table",
+    "to_rgb",
     "write_demo_dataset",
 ]

@@ -13,12 +13,12 @@ numbers), which is also the row order of the feature store.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuner.data._files import IMAGE_SUFFIXES, ImageFiles, find_images
 from tuner.data._labels import Labels, read_labels
 from tuner.errors import DataError
 
@@ -40,7 +40,6 @@ DEFAULT_PATTERN = (
 )
 """Default path pattern: ``CASE/STAIN/SLICE/PATCH.png`` or ``CASE_STAIN_SLICE_patchPATCH.png``."""
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 REQUIRED_GROUPS = ("case", "stain", "slice")
 
 _DIGITS = re.compile(r"(\d+)")
@@ -148,41 +147,85 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 def scan_patches(
     root: Path | str, pattern: str = DEFAULT_PATTERN
 ) -> tuple[list[Patch], list[str]]:
-    """Find the image files under ``root`` and parse their paths.
+    """Find the image files under ``root`` (following links) and parse their paths.
 
     Returns the matching patches in canonical order, and the relative paths of the image files
     that do not match the pattern. Raises :class:`DataError` when the root is missing or holds
     no image files at all.
     """
-    root = Path(root)
-    compiled = compile_pattern(pattern)
+    patches, unmatched, _ = _scan(Path(root), compile_pattern(pattern))
+    return patches, unmatched
+
+
+def _scan(root: Path, compiled: re.Pattern[str]) -> tuple[list[Patch], list[str], ImageFiles]:
     if not root.is_dir():
         raise DataError(
             f"patch folder {str(root)!r} does not exist; pass the folder that holds the patches"
         )
+    files = find_images(root)
     patches: list[Patch] = []
     unmatched: list[str] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs.sort()
-        rel_dir = Path(directory).relative_to(root)
-        for name in sorted(files):
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES or name.startswith("."):
-                continue
-            rel = (rel_dir / name).as_posix()
-            match = compiled.fullmatch(rel)
-            if match is None:
-                unmatched.append(rel)
-                continue
-            groups = match.groupdict()
-            patch_id = groups.get("patch") or Path(name).stem
-            patches.append(Patch(groups["case"], groups["stain"], groups["slice"], patch_id, rel))
+    for rel in files.paths:
+        patch = _parse(rel, compiled)
+        if patch is None:
+            unmatched.append(rel)
+        else:
+            patches.append(patch)
     if not patches and not unmatched:
         raise DataError(
             f"patch folder {str(root)!r} holds no image files "
             f"({', '.join(sorted(IMAGE_SUFFIXES))}); point it at the folder of patch images"
         )
     patches.sort(key=Patch.sort_key)
-    return patches, unmatched
+    return patches, unmatched, files
+
+
+def _parse(rel: str, compiled: re.Pattern[str]) -> Patch | None:
+    match = compiled.fullmatch(rel)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    patch_id = groups.get("patch") or Path(rel).stem
+    return Patch(groups["case"], groups["stain"], groups["slice"], patch_id, rel)
+
+
+def _link_problems(files: ImageFiles, compiled: re.Pattern[str]) -> list[Problem]:
+    """What following links did: folders followed or skipped, files counted once, and (fatal)
+    one file standing for patches of two cases, which would leak between the splits."""
+    problems = []
+    if files.followed:
+        problems.append(Problem(
+            "linked-folder",
+            f"{len(files.followed)} folder(s) are symbolic links to folders outside the patch "
+            "folder and were followed",
+            tuple(files.followed[:20]), len(files.followed),
+        ))  # fmt: skip
+    if files.skipped:
+        problems.append(Problem(
+            "link-skipped",
+            f"{len(files.skipped)} symbolic link(s) lead to a folder scanned anyway (inside the "
+            "patch folder, or a loop) or nowhere, and were skipped",
+            tuple(files.skipped[:20]), len(files.skipped),
+        ))  # fmt: skip
+    cases = {rel: getattr(_parse(rel, compiled), "case", None) for pair in files.duplicates
+             for rel in pair}  # fmt: skip
+    across = [f"{a} ~ {b}" for a, b in files.duplicates if cases[a] != cases[b]]
+    within = [f"{a} ~ {b}" for a, b in files.duplicates if cases[a] == cases[b]]
+    if within:
+        problems.append(Problem(
+            "linked-duplicate",
+            f"{len(within)} image file(s) are the same file as another patch (a symbolic or "
+            "hard link) and are counted once",
+            tuple(within[:20]), len(within),
+        ))  # fmt: skip
+    if across:
+        problems.append(Problem(
+            "linked-across-cases",
+            f"{len(across)} image file(s) are the same file as a patch of another case (a "
+            "link); a patch must belong to one case (remove the links)",
+            tuple(across[:20]), len(across), fatal=True,
+        ))  # fmt: skip
+    return problems
 
 
 def build_index(
@@ -197,15 +240,18 @@ def build_index(
     """Scan the patch folder, read the labels, and list every problem found.
 
     Unlabelled cases are left out of the index (a warning); so are labels without patches.
-    Fatal problems: no usable patch at all, fewer than two classes among the usable cases, or
-    two patch files that parse to the same case, stain, slice and patch.
+    Fatal problems: no usable patch at all, fewer than two classes among the usable cases,
+    two patch files that parse to the same case, stain, slice and patch, or one file (through
+    links) standing for patches of two cases. Links followed or skipped, and files reached
+    twice (counted once), are warnings.
     """
     root = Path(root)
-    patches, unmatched = scan_patches(root, pattern)
+    compiled = compile_pattern(pattern)
+    patches, unmatched, files = _scan(root, compiled)
     labels = read_labels(
         labels_path, case_column=case_column, label_column=label_column, classes=classes
     )
-    problems: list[Problem] = []
+    problems = _link_problems(files, compiled)
     if unmatched:
         problems.append(
             Problem(

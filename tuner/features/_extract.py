@@ -29,6 +29,7 @@ from tuner.errors import DataError, StoreError
 from tuner.features._augment import AUGMENTATION, augment
 from tuner.features._backbone import Backbone, WeightsSpec, build_backbone
 from tuner.features._encoders import resolve_encoder
+from tuner.features._lock import output_lock
 from tuner.features._store import (
     MANIFEST,
     FeatureStore,
@@ -110,7 +111,29 @@ def extract_features(
     label_column: str = "label",
     classes: list[str] | None = None,
 ) -> FeatureStore:
-    """Build (or finish, or confirm) the feature store ``out`` for a dataset."""
+    """Build (or finish, or confirm) the feature store ``out`` for a dataset.
+
+    One extraction at a time writes ``out``: another one into it fails at once, naming the
+    process that holds its lock (:func:`output_lock`).
+    """
+    with output_lock(Path(out)):
+        return _extract(
+            root, labels, out, options, pattern=pattern, case_column=case_column,
+            label_column=label_column, classes=classes,
+        )  # fmt: skip
+
+
+def _extract(
+    root: Path | str,
+    labels: Path | str,
+    out: Path | str,
+    options: ExtractOptions | None,
+    *,
+    pattern: str,
+    case_column: str,
+    label_column: str,
+    classes: list[str] | None,
+) -> FeatureStore:
     options = options or ExtractOptions()
     options.check()
     root, out = Path(root), Path(out)
@@ -259,10 +282,7 @@ def _batches(loader: DataLoader[torch.Tensor]) -> Iterator[torch.Tensor]:
         yield from loader
     except DataError as exc:
         message = str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]
-        raise DataError(
-            f"{message.removesuffix('; replace or delete it')}; replace or delete it and run the "
-            "same command again to resume"
-        ) from None
+        raise DataError(f"{message}, then run the same command again to resume") from None
 
 
 def _default_workers(device: torch.device) -> int:

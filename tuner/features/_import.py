@@ -20,6 +20,7 @@ import torch
 import tuner
 from tuner.data import natural_key, read_labels
 from tuner.errors import DataError, StoreError
+from tuner.features._lock import output_lock
 from tuner.features._store import FeatureStore, StoreRow, StoreWriter, case_ranges
 
 __all__ = ["import_embeddings"]
@@ -40,8 +41,26 @@ def import_embeddings(
     classes: list[str] | None = None,
     overwrite: bool = False,
 ) -> FeatureStore:
-    """Build a feature store at ``out`` from per-slide embedding arrays listed in ``table``."""
-    table, out = Path(table), Path(out)
+    """Build a feature store at ``out`` from per-slide embedding arrays listed in ``table``
+    (one writer at a time, as for an extraction)."""
+    with output_lock(Path(out)):
+        return _import(
+            Path(table), labels, Path(out), encoder=encoder, case_column=case_column,
+            label_column=label_column, classes=classes, overwrite=overwrite,
+        )  # fmt: skip
+
+
+def _import(
+    table: Path,
+    labels: Path | str,
+    out: Path,
+    *,
+    encoder: str,
+    case_column: str,
+    label_column: str,
+    classes: list[str] | None,
+    overwrite: bool,
+) -> FeatureStore:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise StoreError(
             f"--out {str(out)!r} already exists; pass --overwrite to replace it or choose another"

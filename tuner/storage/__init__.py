@@ -52,6 +52,7 @@ def _env_number(name: str, default: float) -> float:
 def open_storage(
     url: str | None = None,
     *,
+    create: bool = True,
     retry_seconds: float | None = None,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
@@ -64,8 +65,12 @@ def open_storage(
     Database errors are retried for ``retry_seconds``. Defaults come from
     ``TUNER_HEARTBEAT_INTERVAL``, ``TUNER_HEARTBEAT_GRACE`` and ``TUNER_DB_RETRY_SECONDS``,
     else 10 s, 60 s and 300 s.
+
+    With ``create`` (the default) a missing database is set up, as Optuna does; with
+    ``create=False`` (what tuner's readers and workers use) only an existing study database is
+    opened, and a missing one is a :class:`~tuner.errors.StorageError` that creates nothing.
     """
-    resolved = resolve_url(url)
+    resolved = resolve_url(url, create=create)
     interval = heartbeat_interval or int(
         _env_number("TUNER_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
     )
@@ -79,6 +84,7 @@ def open_storage(
             resolved.url.render_as_string(hide_password=False),
             public_url=resolved.public,
             retry_seconds=retry,
+            create=create,
             engine_kwargs=_engine_kwargs(resolved),
             heartbeat_interval=interval,
             grace_period=max(grace, 2 * interval),

@@ -9,12 +9,15 @@ fail at once. A worker's SIGTERM or SIGINT ends the wait (see :mod:`tuner._inter
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
@@ -46,6 +49,7 @@ _PERMANENT = (
     "authentication failed",
 )
 
+_TABLE = "version_info"  # the table Optuna's setup creates first: present in every study database
 _SCHEMA_LOCK = 0x74756E6572  # "tuner": the advisory lock held while Optuna sets up its tables
 
 # Public storage methods, plus the two heartbeat internals Optuna calls.
@@ -103,22 +107,34 @@ class RetryingRDBStorage(RDBStorage):
     """:class:`optuna.storages.RDBStorage` whose calls wait out database outages."""
 
     def __init__(
-        self, url: str, *, public_url: str, retry_seconds: float = 300.0, **kwargs: Any
+        self,
+        url: str,
+        *,
+        public_url: str,
+        retry_seconds: float = 300.0,
+        create: bool = True,
+        **kwargs: Any,
     ) -> None:
+        """``create=False`` opens an existing study database only: where there is none (no
+        file, or no Optuna tables), a :class:`~tuner.errors.StorageError` says so and nothing
+        is created."""
         self.public_url = public_url
         self.retry_seconds = retry_seconds
-        self._retry(functools.partial(self._init_serialised, url, kwargs), "connecting")
+        setup = functools.partial(self._init_serialised, url, kwargs, create)
+        self._retry(setup, "connecting")
 
-    def _init_serialised(self, url: str, kwargs: dict[str, Any]) -> None:
+    def _init_serialised(self, url: str, kwargs: dict[str, Any], create: bool) -> None:
         """Optuna's setup (tables, version row), one process at a time on Postgres.
 
         Sixteen workers starting at once on an empty database would otherwise race to create
         the same tables and types and fail with a duplicate-key error.
         """
+        connect_args = kwargs.get("engine_kwargs", {}).get("connect_args", {})
+        if not create:
+            self._require_database(url, connect_args)
         if not url.startswith("postgresql"):
             RDBStorage.__init__(self, url, **kwargs)
             return
-        connect_args = kwargs.get("engine_kwargs", {}).get("connect_args", {})
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
         try:
             with engine.connect() as connection:
@@ -131,6 +147,35 @@ class RetryingRDBStorage(RDBStorage):
                     )
         finally:
             engine.dispose()
+
+    def _require_database(self, url: str, connect_args: dict[str, Any]) -> None:
+        """Raise unless ``url`` holds Optuna's tables; create nothing, not even a file."""
+        parsed = sqlalchemy.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            path = Path(parsed.database or "")
+            where = str(path)
+            if path.is_file():
+                with contextlib.closing(
+                    sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+                ) as db:
+                    found = db.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_TABLE,)
+                    ).fetchone()
+            else:
+                found = None
+        else:
+            where = self.public_url
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            try:
+                with engine.connect() as connection:
+                    found = sqlalchemy.inspect(connection).has_table(_TABLE)
+            finally:
+                engine.dispose()
+        if not found:
+            raise StorageError(
+                f"no study database at {where}; create a study first with 'tuner study "
+                "create', or give the storage of an existing one (--storage or TUNER_STORAGE)"
+            )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + self.retry_seconds

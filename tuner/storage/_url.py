@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -19,6 +20,7 @@ __all__ = [
     "StorageURL",
     "public_url",
     "resolve_url",
+    "split_userinfo",
 ]
 
 STORAGE_ENV = "TUNER_STORAGE"
@@ -48,17 +50,47 @@ class StorageURL:
 
 
 def public_url(url: URL | str) -> str:
-    """The URL without any password, safe for logs, files and messages."""
-    if isinstance(url, str):
-        try:
-            url = make_url(url)
-        except ArgumentError:
-            return "<unparseable storage URL>"
-    return url._replace(password=None).render_as_string(hide_password=False)
+    """The URL without any password, safe for logs, files and messages.
+
+    A string is split at the string level (:func:`split_userinfo`), so a password with an
+    unencoded ``@`` or ``/`` never leaks into what is shown as the host or the path.
+    """
+    if isinstance(url, URL):
+        return url._replace(password=None).render_as_string(hide_password=False)
+    scheme, username, _password, rest = split_userinfo(url.strip())
+    if scheme is None:
+        return url
+    user = f"{quote(username, safe='')}@" if username else ""
+    return f"{scheme}://{user}{rest}"
 
 
-def resolve_url(url: str | None = None) -> StorageURL:
+def split_userinfo(text: str) -> tuple[str | None, str | None, str | None, str]:
+    """``scheme://USER:PASSWORD@rest`` -> (scheme, user, password, rest), decoded.
+
+    Everything between ``://`` and the last ``@`` before the host is the user-info, whatever
+    characters the password holds (an ``@`` need not be written ``%40``); the last ``@`` whose
+    remainder still holds the ``/`` of the database path wins, so an ``@`` in a query
+    parameter is not taken for the end of the user-info. Without ``://`` the scheme is None;
+    ``sqlite:///PATH`` has no user-info.
+    """
+    scheme, sep, after = text.partition("://")
+    if not sep:
+        return None, None, None, text
+    ats = [i for i, char in enumerate(after) if char == "@"]
+    if not ats or after.startswith("/"):  # no user-info, or no host at all (sqlite:///PATH)
+        return scheme, None, None, after
+    end = next((i for i in reversed(ats) if "/" in after[i + 1 :]), ats[-1])
+    userinfo, rest = after[:end], after[end + 1 :]
+    username, colon, password = userinfo.partition(":")
+    return scheme, unquote(username) or None, unquote(password) if colon else None, rest
+
+
+def resolve_url(url: str | None = None, *, create: bool = True) -> StorageURL:
     """Turn ``--storage`` / ``TUNER_STORAGE`` (or nothing: the embedded store) into a URL.
+
+    ``create=False`` is for those that only read or run an existing study: the folder of the
+    embedded store is not made, and a missing folder is left for the caller to report as a
+    missing database.
 
     ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` are mapped to the psycopg2
     driver that tuner installs (SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3,
@@ -68,13 +100,15 @@ def resolve_url(url: str | None = None) -> StorageURL:
     """
     text = url if url is not None else os.environ.get(STORAGE_ENV) or None
     if text is None:
-        EMBEDDED_PATH.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            EMBEDDED_PATH.parent.mkdir(parents=True, exist_ok=True)
         return StorageURL(make_url(f"sqlite:///{EMBEDDED_PATH.resolve()}"), "sqlite", None)
     text = text.strip()
     if "://" not in text:
-        return _sqlite(Path(text))
+        return _sqlite(Path(text), create)
+    scheme, username, password, rest = split_userinfo(text)
     try:
-        parsed = make_url(text)
+        parsed = make_url(f"{scheme}://{rest}").set(username=username, password=password)
     except ArgumentError:
         raise StorageError(
             f"storage URL {public_url(text)!r} cannot be parsed; use "
@@ -85,7 +119,7 @@ def resolve_url(url: str | None = None) -> StorageURL:
             raise StorageError(
                 "an in-memory SQLite storage cannot be shared by workers; give a file"
             )
-        return _sqlite(Path(parsed.database))
+        return _sqlite(Path(parsed.database), create)
     if parsed.drivername not in _POSTGRES_SCHEMES:
         raise StorageError(
             f"unknown storage URL scheme {parsed.drivername!r}; use "
@@ -100,9 +134,9 @@ def resolve_url(url: str | None = None) -> StorageURL:
     return StorageURL(parsed.set(drivername=driver), "postgresql", _password_from_file())
 
 
-def _sqlite(path: Path) -> StorageURL:
+def _sqlite(path: Path, create: bool) -> StorageURL:
     path = path.expanduser().resolve()
-    if not path.parent.is_dir():
+    if create and not path.parent.is_dir():
         raise StorageError(
             f"the folder of storage file {str(path)!r} does not exist; create it or fix the path"
         )

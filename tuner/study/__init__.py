@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from tuner.study._k8s import K8sOptions, k8s_manifests
     from tuner.study._launch import WorkerPlan, launch_workers, plan_workers, preflight
     from tuner.study._loop import Interrupted, Objective, WorkerReport, run_trials
+    from tuner.study._names import MAX_NAME_LENGTH, check_study_name, job_label
     from tuner.study._settings import (
         DEFAULT_MAX_RETRIES,
         PRUNERS,
@@ -38,6 +39,7 @@ _WHERE = {
     "_k8s": ("K8sOptions", "k8s_manifests"),
     "_launch": ("WorkerPlan", "launch_workers", "plan_workers", "preflight"),
     "_loop": ("Interrupted", "Objective", "WorkerReport", "run_trials"),
+    "_names": ("MAX_NAME_LENGTH", "check_study_name", "job_label"),
     "_settings": (
         "PRUNERS",
         "SAMPLERS",
@@ -57,6 +59,7 @@ _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "MAX_NAME_LENGTH",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -73,10 +76,12 @@ __all__ = [
     "WorkerPlan",
     "WorkerReport",
     "best_config",
+    "check_study_name",
     "create_study",
     "export_best",
     "export_trials",
     "group_slots",
+    "job_label",
     "k8s_manifests",
     "launch_workers",
     "load_settings",

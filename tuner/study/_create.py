@@ -15,6 +15,8 @@ from tuner.errors import StudyError
 from tuner.features import FeatureStore
 from tuner.search import load_space
 from tuner.storage import RetryingRDBStorage
+from tuner.study._folders import folder_problem
+from tuner.study._names import check_study_name
 from tuner.study._settings import (
     DEFAULT_MAX_RETRIES,
     PRUNERS,
@@ -51,13 +53,16 @@ def create_study(
 ) -> CreateResult:
     """Create the study ``name``, or confirm that it exists with exactly these settings.
 
-    Everything is checked before the study is touched: the store (and its checksum), the
-    config, the search space against the config, and the split. ``checkpoints`` is the folder
-    (shared by all workers) where trials save their state after each epoch, so that a retried
-    trial continues where it stopped; on the embedded store it defaults to
-    ``storage/checkpoints`` beside the database. ``max_retries`` is how many times a slot is
-    retried after its worker died (interrupted trials are retried without counting).
+    Everything is checked before the study is touched: the name (:func:`check_study_name`),
+    the store (and its checksum), the config, the search space against the config, the split
+    and the checkpoint folder. ``checkpoints`` is the folder (shared by all workers) where
+    trials save their state after each epoch, so that a retried trial continues where it
+    stopped; on the embedded store it defaults to ``storage/checkpoints`` beside the database.
+    It is checked here without creating anything (a path under a regular file is refused);
+    each worker makes it and checks it again where it runs. ``max_retries`` is how many times a
+    slot is retried after its worker died (interrupted trials are retried without counting).
     """
+    check_study_name(name)
     if trials < 1:
         raise StudyError(f"--trials must be at least 1, but got {trials}")
     if pruner not in PRUNERS:
@@ -120,7 +125,19 @@ def create_study(
 
 def _checkpoint_folder(storage: RetryingRDBStorage, given: Path | None) -> str | None:
     if given is not None:
-        return str(given.resolve())
+        folder = given.resolve()
+        problem = folder_problem(folder)
+        if problem is not None and problem[1]:
+            raise StudyError(
+                f"checkpoint folder {str(folder)!r} {problem[0]}; choose a folder that every "
+                "worker can write"
+            )
+        if problem is not None:  # it may exist where the workers run
+            logger.warning(
+                "checkpoint folder %s %s; each worker checks it when it starts", folder,
+                problem[0],
+            )  # fmt: skip
+        return str(folder)
     database = storage.engine.url.database
     if storage.engine.dialect.name == "sqlite" and database:
         return str(Path(database).resolve().parent / "checkpoints")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def best_config(
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         raise StudyError(
-            f"study {name!r} has no complete trial yet; run workers ('tuner worker {name}') first"
+            f"study {name!r} has no complete trial yet; run workers first "
+            f"({shlex.join(['tuner', 'worker', name])})"
         )
     best = min(complete, key=lambda t: float(t.value or 0.0))
     overrides = settings.search_space().overrides_of(best.params)
@@ -49,9 +51,9 @@ def best_config(
 def export_best(storage: BaseStorage, name: str, out: Path, *, storage_url: str) -> FrozenTrial:
     config, best = best_config(storage, name, storage_url=storage_url)
     header = (
-        f"# Best configuration of study {name} (trial {best.number}, val loss {best.value:.4f}),\n"
-        f"# exported by tuner {tuner.__version__}. Train the final model with\n"
-        f"#   tuner train --config {out.name}\n"
+        f"# Best configuration of study {name!r} (trial {best.number}, val loss "
+        f"{best.value:.4f}),\n# exported by tuner {tuner.__version__}. Train the final model "
+        f"with\n#   tuner train --config {shlex.quote(out.name)}\n"
     )
     save_config(config, out, header=header)
     return best

@@ -7,6 +7,7 @@ import shlex
 
 from tuner.errors import TunerError
 from tuner.storage import resolve_url
+from tuner.study._names import job_label
 
 __all__ = ["slurm_script"]
 
@@ -28,13 +29,19 @@ def slurm_script(
         raise TunerError(f"--gpus-per-worker must be at least 1, but got {gpus_per_worker}")
     if not re.fullmatch(r"(\d+-)?\d{1,3}:\d\d:\d\d", time_limit):
         raise TunerError(f"--time must look like HH:MM:SS or D-HH:MM:SS, but got {time_limit!r}")
-    resolved = resolve_url(storage)
+    resolved = resolve_url(storage, create=False)
     if resolved.kind != "postgresql":
         raise TunerError(
             "a cluster needs a shared PostgreSQL study database; pass --storage "
             "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)"
         )
+    if partition is not None and not re.fullmatch(r"[\w.,-]+", partition, re.ASCII):
+        raise TunerError(
+            f"--partition must be a SLURM partition name (letters, digits, . , - _), but got "
+            f"{partition!r}"
+        )
     name = shlex.quote(study)
+    job = f"tuner-{job_label(study)}"  # no shell reads #SBATCH lines: no quoting helps there
     if gpus_per_worker == 1:
         run = f"srun tuner worker {name} --device cuda"
     else:
@@ -42,16 +49,16 @@ def slurm_script(
         run = f"srun tuner launch {name} --gpus {gpu_list}"
     partition_line = f"#SBATCH --partition={partition}\n" if partition else ""
     return f"""#!/bin/bash
-#SBATCH --job-name=tuner-{study}
+#SBATCH --job-name={job}
 #SBATCH --array=0-{workers - 1}
 #SBATCH --gres=gpu:{gpus_per_worker}
 #SBATCH --cpus-per-task={cpus_per_task}
 #SBATCH --time={time_limit}
 #SBATCH --signal=TERM@120
 #SBATCH --requeue
-#SBATCH --output=tuner-{study}-%A_%a.log
+#SBATCH --output={job}-%A_%a.log
 {partition_line}#
-# Workers of study {study}. Submit with: sbatch THIS_FILE
+# Workers of study {study!r}. Submit with: sbatch THIS_FILE
 # SLURM sends SIGTERM two minutes before the time limit: the running trial is then failed as
 # "interrupted" and queued for another worker, so a pre-empted task loses no trial.
 # The database password is read from PGPASSWORD or from the file named by

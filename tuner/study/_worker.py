@@ -31,6 +31,7 @@ from tuner.features import FeatureStore
 from tuner.storage import RetryingRDBStorage
 from tuner.study._budget import Budget
 from tuner.study._checkpoints import Checkpoints
+from tuner.study._folders import make_writable_folder
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
 from tuner.study._slots import slot_of
@@ -134,16 +135,13 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
         settings = load_settings(storage, name)
         device = resolve_device(options.device)
         store = open_study_store(settings, name, options.features)
+        checkpoints = _checkpoints_here(settings, options.checkpoints, name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study = optuna.load_study(
                 study_name=name, storage=storage, sampler=make_sampler(settings),
                 pruner=make_pruner(settings),
             )  # fmt: skip
-        folder = options.checkpoints or (
-            Path(settings.checkpoints) if settings.checkpoints else None
-        )
-        checkpoints = Checkpoints(folder, name) if folder is not None else None
         data = StoreTensors.load(store, device)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     objective = TrainingObjective(settings, data, device, checkpoints)
@@ -223,10 +221,30 @@ class Progress:
             self.bar.set_postfix_str(best_text, refresh=True)
 
 
+def _checkpoints_here(
+    settings: StudySettings, override: Path | None, name: str
+) -> Checkpoints | None:
+    """The study's checkpoint folder, made and writable on this machine, before any trial."""
+    folder = override or (Path(settings.checkpoints) if settings.checkpoints else None)
+    if folder is None:
+        return None
+    checkpoints = Checkpoints(folder, name)
+    make_writable_folder(
+        checkpoints.folder, "the checkpoint folder",
+        "give this worker a folder it can write (checkpoints, --checkpoints on the command line)",
+    )  # fmt: skip
+    return checkpoints
+
+
 def open_study_store(settings: StudySettings, name: str, override: Path | None) -> FeatureStore:
     """The feature store of study ``name`` (at ``override``, else where it was created),
     checked against the checksum the study was created with."""
     path = override or Path(settings.features["path"])
+    if override is None and not path.exists():
+        raise StudyError(
+            f"the feature store of study {name!r}, {str(path)!r}, is not on this machine; if it "
+            "moved or is mounted elsewhere, give its path here as features (--features NEWPATH)"
+        )
     store = FeatureStore.open(path)
     if store.checksum != settings.features["checksum"]:
         raise StudyError(
