@@ -157,6 +157,11 @@ CASES = [
     ),
     Case("demo: folder not empty", "demo-data {root}", "is not empty"),
     Case(
+        "demo: case prefix with a digit",
+        "demo-data {root}/new-demo --difficulty hard --case-prefix P1",
+        "case_prefix must be letters only",
+    ),
+    Case(
         "features: missing weights file",
         "features extract {patches} --labels {labels} --out {root}/new --weights {root}/w.pth",
         "neither 'pretrained', 'imagenet', 'random' nor an existing file",

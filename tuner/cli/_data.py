@@ -14,16 +14,40 @@ logger = logging.getLogger("tuner.cli")
 
 @click.command("demo-data")
 @click.argument("out", type=PATH)
-@click.option("--cases", default=100, show_default=True, help="Cases (half of them high grade).")
+@click.option(
+    "--difficulty", type=click.Choice(["default", "hard"]), default="default", show_default=True,
+    help="default: the quickstart's; hard: lesions in 3-8% of the patches, mostly in one "
+    "stain, look-alikes, missing stains, 5% of the labels flipped (truth.csv has the truth).",
+)  # fmt: skip
+@click.option("--cases", type=int, default=None, help="Cases, half of them high grade "
+              "[default: 100; hard: 90].")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="The same seed gives the same files.")
-@click.option("--image-size", default=64, show_default=True, help="Patch size in pixels.")
-def demo_data(out: Path, cases: int, seed: int, image_size: int) -> None:
+@click.option("--image-size", type=int, default=None, help="Patch size in pixels "
+              "[default: 64; hard: 32].")  # fmt: skip
+@click.option(
+    "--case-prefix", default="C", show_default=True,
+    help="Letters before each case number. For an independent population of the same "
+    "generator, give another seed and prefix (e.g. --seed 1000 --case-prefix P).",
+)  # fmt: skip
+def demo_data(
+    out: Path,
+    difficulty: str,
+    cases: int | None,
+    seed: int,
+    image_size: int | None,
+    case_prefix: str,
+) -> None:
     """Write a small synthetic dataset (patches + labels.csv) to the new folder OUT."""
-    from tuner.data import write_demo_dataset
+    from tuner.data import DEMO_PRESETS, write_demo_dataset
 
-    labels = write_demo_dataset(out, cases=cases, seed=seed, image_size=image_size)
-    logger.info("wrote %d demo cases to %s", cases, out)
+    spec = DEMO_PRESETS[difficulty]
+    labels = write_demo_dataset(
+        out, spec, cases=cases, seed=seed, image_size=image_size, case_prefix=case_prefix
+    )
+    logger.info("wrote %d demo cases to %s", cases or spec.cases, out)
     click.echo(f"patches: {out / 'patches'}\nlabels:  {labels}")
+    if (out / "truth.csv").is_file():
+        click.echo(f"truth:   {out / 'truth.csv'} (the true labels; labels.csv has noise)")
 
 
 @click.group()

@@ -1,6 +1,6 @@
 """The dataset layer: patch paths and labels -> a checked index, case-level splits, demo data."""
 
-from tuner.data._demo import write_demo_dataset
+from tuner.data._demo import DEMO_PRESETS, DemoSpec, write_demo_dataset
 from tuner.data._images import check_images, image_size, load_rgb, to_rgb
 from tuner.data._index import (
     DEFAULT_PATTERN,
@@ -18,7 +18,9 @@ from tuner.data._summary import class_problems, summary_table
 
 __all__ = [
     "DEFAULT_PATTERN",
+    "DEMO_PRESETS",
     "DatasetIndex",
+    "DemoSpec",
     "Labels",
     "Patch",
     "Problem",
