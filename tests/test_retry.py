@@ -188,7 +188,17 @@ def test_the_checkpoint_of_a_slot_owed_a_retry_survives_the_sweep(tmp_path: Path
     for slot in (0, 1, 2):
         checkpoints.path(slot).parent.mkdir(parents=True, exist_ok=True)
         checkpoints.path(slot).write_bytes(b"state")
+    # writers killed mid-write left temporary files: the best slot's and a retried slot's
+    torn = [checkpoints.folder / f".slot-{slot}.pt.4242.tmp" for slot in (0, 1)]
+    for path in torn:
+        path.write_bytes(b"half a sta")
     assert checkpoints.sweep(study, max_retries=3) == []  # 0 is the best; 1 and 2 are retried
+    assert sorted(p.name for p in checkpoints.folder.iterdir()) == [
+        ".slot-1.pt.4242.tmp",  # slot 1 is owed a retry, which may still be writing it
+        "slot-0.pt",
+        "slot-1.pt",
+        "slot-2.pt",
+    ]
     assert checkpoints.sweep(study, max_retries=0) == [1, 2]  # they gave up
     assert [p.name for p in checkpoints.folder.iterdir()] == ["slot-0.pt"]
 

@@ -5,7 +5,9 @@ the trial's slot (its own number, or the number of the trial a retry replaces). 
 dies or is stopped, the retry of its trial finds the file and continues from the last epoch
 instead of the first: a trial killed at epoch 40 of 50 costs 10 epochs, not 50. Once a slot
 is finished (or gave up) its file is deleted, except the best trial's (its weights are worth
-keeping); a slot still owed a retry keeps it.
+keeping); a slot still owed a retry keeps it. A worker killed while it wrote a checkpoint
+leaves its temporary file (``.slot-N.pt.PID.tmp``, see :func:`tuner.training.save_state`)
+behind; it goes with the slot's own file once the slot is finished, best trial or not.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = ["Checkpoints"]
 logger = logging.getLogger(__name__)
 
 _SLOT_FILE = re.compile(r"slot-(\d+)\.pt")
+_TORN_FILE = re.compile(r"\.slot-(\d+)\.pt\.\d+\.tmp")
 
 
 class Checkpoints:
@@ -46,7 +49,9 @@ class Checkpoints:
         """Delete the files of finished slots, except the best trial's; return their slots.
 
         A failed trial still owed a retry (see :mod:`._slots`) is not finished: its retry
-        resumes from the file. Call it under the study lock.
+        resumes from the file. Temporary files that a killed writer left are deleted for
+        every finished slot (no one writes a finished slot any more) and are not counted in
+        the slots returned. Call it under the study lock.
         """
         if not self.folder.is_dir():
             return []
@@ -60,6 +65,10 @@ class Checkpoints:
             best_slot = slot_of(study.best_trial)
         removed = []
         for path in self.folder.iterdir():
+            torn = _TORN_FILE.fullmatch(path.name)
+            if torn is not None and int(torn.group(1)) in done:
+                path.unlink(missing_ok=True)
+                continue
             match = _SLOT_FILE.fullmatch(path.name)
             if match is None:
                 continue
