@@ -14,6 +14,7 @@ __all__ = [
     "PERMANENT_EXIT_CODE",
     "ConfigError",
     "DataError",
+    "RunError",
     "StorageError",
     "StoreError",
     "StudyError",
@@ -50,6 +51,10 @@ class ConfigError(TunerError):
 
 class TrainingError(TunerError):
     """Training could not go on (a diverging loss, an exhausted device)."""
+
+
+class RunError(TunerError):
+    """A run folder is missing, incomplete, or cannot be written where asked."""
 
 
 class StorageError(TunerError):

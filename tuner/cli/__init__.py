@@ -43,6 +43,7 @@ cli.add_command(_features.features)
 cli.add_command(_train.config)
 cli.add_command(_train.train)
 cli.add_command(_train.explain)
+cli.add_command(_train.evaluate)
 cli.add_command(_study.study)
 for _command in (_study.worker, _study.launch, _study.slurm, _study.k8s, _study.status,
                  _study.export, _study.dashboard, _study.quickstart, _study.report):  # fmt: skip

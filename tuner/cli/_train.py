@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -65,6 +66,34 @@ def train(config_file: Path, out: Path | None) -> None:
     summary = metrics.get("test") or metrics["mean"]["test"]
     click.echo(f"run folder: {result.out}")
     click.echo("test: " + json.dumps({k: v for k, v in summary.items() if k != "n_cases"}))
+
+
+@click.command()
+@click.argument("run", type=PATH)
+@click.option("--features", type=PATH, required=True, help="Feature store of the cohort to score.")
+@click.option(
+    "--out", type=PATH, default=None, help="Output folder (default: RUN/evaluation-STORE)."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def evaluate(run: Path, features: Path, out: Path | None, device: str) -> None:
+    """Score the model of run folder RUN on every case of another feature store (an external
+    cohort): metrics with the AUC's bootstrap interval, predictions, ROC and confusion matrix."""
+    from tuner.training import evaluate_run
+
+    result = evaluate_run(run, features, out, device=device)
+    test = result.metrics["test"]
+    click.echo(
+        f"{test['n_cases']} cases scored by {result.metrics['scored_by']}: auc "
+        f"{_auc_text(test)}, loss {test['loss']:.4f}, balanced accuracy "
+        f"{test['balanced_accuracy']:.3f}"
+    )
+    click.echo(f"wrote {result.out}")
+
+
+def _auc_text(metrics: dict[str, Any]) -> str:
+    from tuner.training import Metrics
+
+    return Metrics(**metrics).auc_text()
 
 
 @click.command()

@@ -257,6 +257,9 @@ def _counts(rows: Sequence[StoreRow], cases: Sequence[StoreCase]) -> dict[str, i
     }
 
 
+_ENCODER_KEYS = ("backbone", "encoder", "image_size", "normalisation", "dim")
+
+
 class FeatureStore:
     """A complete feature store, opened read-only.
 
@@ -357,6 +360,17 @@ class FeatureStore:
     @property
     def n_views(self) -> int:
         return int(self.manifest["views"])
+
+    def encoder_identity(self) -> dict[str, Any]:
+        """What made the features: two stores compare equal here when the same encoder, with
+        the same weights and input handling, computed them (a model trained on one can score
+        the other). A weights file counts by its digest, not where it lies."""
+        weights = dict(self.manifest.get("weights") or {})
+        if "sha256" in weights:
+            weights.pop("path", None)
+        identity = {key: self.manifest.get(key) for key in _ENCODER_KEYS}
+        identity["weights"] = weights
+        return identity
 
     def case(self, case: str) -> StoreCase:
         try:

@@ -1,7 +1,14 @@
 """Training: batches from the feature store, the shared epoch loop, the run folder."""
 
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
-from tuner.training._metrics import Metrics, classification_metrics
+from tuner.training._evaluate import ExternalResult, evaluate_run
+from tuner.training._metrics import (
+    Metrics,
+    auc_interval,
+    chance_loss,
+    classification_metrics,
+    with_auc_interval,
+)
 from tuner.training._run import (
     FoldResult,
     RunResult,
@@ -19,6 +26,7 @@ __all__ = [
     "EpochCallback",
     "EpochReport",
     "Evaluation",
+    "ExternalResult",
     "FitResult",
     "FoldResult",
     "Metrics",
@@ -26,11 +34,15 @@ __all__ = [
     "StoreTensors",
     "TrainState",
     "Trainer",
+    "auc_interval",
+    "chance_loss",
     "classification_metrics",
     "default_run_dir",
+    "evaluate_run",
     "load_state",
     "open_store",
     "resolve_splits",
     "save_state",
     "train_run",
+    "with_auc_interval",
 ]

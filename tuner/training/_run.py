@@ -27,6 +27,7 @@ from tuner.data import Split, Splits, load_splits, make_splits
 from tuner.errors import ConfigError, DataError, TunerError
 from tuner.features import FeatureStore
 from tuner.training._batches import StoreTensors
+from tuner.training._metrics import with_auc_interval
 from tuner.training._trainer import EpochCallback, Evaluation, FitResult, Trainer
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "open_store",
     "resolve_splits",
     "train_run",
+    "write_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class FoldResult:
     val: Evaluation
     test: Evaluation
     state_dict: dict[str, torch.Tensor]
+    class_weights: list[float]  # of the loss: from the cases the model was trained on
     refit_epochs: int | None = None
 
 
@@ -103,7 +106,31 @@ def resolve_splits(config: RunConfig, store: FeatureStore) -> Splits:
                         f"the {name} split{where} has no case of class {cls!r}; use more cases, "
                         "other split fractions or another data.split.seed"
                     )
+    _warn_small(splits, labels, store.classes)
     return splits
+
+
+SMALL_CLASS = 10
+"""A split with fewer cases of a class than this gets a warning: its AUC is a coarse guess."""
+
+
+def _warn_small(splits: Splits, labels: dict[str, int], classes: tuple[str, ...]) -> None:
+    """Warn once when a split has fewer than :data:`SMALL_CLASS` cases of a class."""
+    fewest: dict[str, tuple[int, str]] = {}
+    for split in splits.splits:
+        for name, cases in split.parts().items():
+            counts = np.bincount([labels[c] for c in cases], minlength=len(classes))
+            least = int(counts.argmin())
+            if name not in fewest or counts[least] < fewest[name][0]:
+                fewest[name] = (int(counts[least]), classes[least])
+    small = [f"{name} {n} of {cls!r}" for name, (n, cls) in fewest.items() if n < SMALL_CLASS]
+    if small:
+        logger.warning(
+            "few cases: the splits hold as few as %s (fewer than %d cases of a class); "
+            "metrics on so few cases swing widely: read the AUC's interval, and tune with "
+            "data.split.cv_folds",
+            ", ".join(small), SMALL_CLASS,
+        )  # fmt: skip
 
 
 def train_run(
@@ -180,11 +207,20 @@ def _train_fold(
     model.load_state_dict(fit.state_dict)
     weights = trainer.class_weights(split.train)
     val = trainer.evaluate(model, trainer.sampler(split.val, train=False), weights)
-    test = trainer.evaluate(
-        model, trainer.sampler(split.test, train=False), weights, attention=True
+    test = _test(trainer, model, split.test, weights)
+    logger.info(
+        "%s: test loss %.4f, test auc %s", name, test.metrics.loss, test.metrics.auc_text()
     )
-    logger.info("%s: test loss %.4f, test auc %s", name, test.metrics.loss, _fmt(test.metrics.auc))
-    return FoldResult(fit, val, test, fit.state_dict)
+    return FoldResult(fit, val, test, fit.state_dict, weights.tolist())
+
+
+def _test(
+    trainer: Trainer, model: Any, cases: tuple[str, ...], weights: torch.Tensor
+) -> Evaluation:
+    """Predictions on the test cases, with attention and the AUC's bootstrap interval."""
+    test = trainer.evaluate(model, trainer.sampler(cases, train=False), weights, attention=True)
+    test.metrics = with_auc_interval(test.metrics, test.probs, test.labels)
+    return test
 
 
 def _refit(trainer: Trainer, fold: FoldResult, split: Split, epochs: int) -> None:
@@ -194,13 +230,12 @@ def _refit(trainer: Trainer, fold: FoldResult, split: Split, epochs: int) -> Non
     model = trainer.new_model()
     model.load_state_dict(fit.state_dict)
     weights = trainer.class_weights(cases)
-    fold.test = trainer.evaluate(
-        model, trainer.sampler(split.test, train=False), weights, attention=True
-    )
+    fold.test = _test(trainer, model, split.test, weights)
     fold.state_dict = fit.state_dict
+    fold.class_weights = weights.tolist()
     fold.refit_epochs = epochs
     logger.info(
-        "refit on train+val for %d epochs: test auc %s", epochs, _fmt(fold.test.metrics.auc)
+        "refit on train+val for %d epochs: test auc %s", epochs, fold.test.metrics.auc_text()
     )
 
 
@@ -259,7 +294,9 @@ def _write_run(
     splits.save(folder / "splits.json")
     labels = np.concatenate([f.test.labels for f in folds])
     probs = np.concatenate([f.test.probs for f in folds])
-    _write_predictions(folder / "predictions.csv", folds, store.classes)
+    write_predictions(
+        folder / "predictions.csv", [(n, f.test) for n, f in enumerate(folds)], store.classes
+    )
     _write_attention(folder / "attention.csv", folds, store)
     plot_confusion_matrix(labels, probs.argmax(1), store.classes, folder / "confusion_matrix.png")
     plot_roc(labels, probs, store.classes, folder / "roc.png")
@@ -271,26 +308,31 @@ def _write_run(
             "classes": list(store.classes),
             "in_dim": store.dim,
             "store_checksum": store.checksum,
+            "encoder": store.encoder_identity(),
             "folds": [{k: v.cpu() for k, v in f.state_dict.items()} for f in folds],
+            "class_weights": [f.class_weights for f in folds],
         },
         folder / "model.pt",
     )
 
 
-def _write_predictions(path: Path, folds: list[FoldResult], classes: tuple[str, ...]) -> None:
+def write_predictions(
+    path: Path, parts: list[tuple[int | str, Evaluation]], classes: tuple[str, ...]
+) -> None:
+    """One row per case: its label, prediction and probabilities; ``parts`` pair the value of
+    the ``fold`` column with the evaluation of that fold's model."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         binary = len(classes) == 2
         writer.writerow(
             ["case", "fold", "label", "prediction", "probability", *(f"p_{c}" for c in classes)]
         )
-        for number, fold in enumerate(folds):
-            ev = fold.test
+        for fold, ev in parts:
             for case, label, p in zip(ev.cases, ev.labels, ev.probs, strict=True):
                 predicted = int(p.argmax())
                 shown = p[1] if binary else p[predicted]
                 writer.writerow(
-                    [case, number, classes[label], classes[predicted], f"{shown:.6f}",
+                    [case, fold, classes[label], classes[predicted], f"{shown:.6f}",
                      *(f"{x:.6f}" for x in p)]
                 )  # fmt: skip
 
