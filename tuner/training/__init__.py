@@ -2,6 +2,7 @@
 
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
 from tuner.training._metrics import Metrics, classification_metrics
+from tuner.training._random import RunGenerators
 from tuner.training._run import (
     FoldResult,
     RunResult,
@@ -11,7 +12,14 @@ from tuner.training._run import (
     train_run,
 )
 from tuner.training._state import TrainState, load_state, save_state
-from tuner.training._trainer import EpochCallback, EpochReport, Evaluation, FitResult, Trainer
+from tuner.training._trainer import (
+    EpochCallback,
+    EpochReport,
+    Evaluation,
+    FitResult,
+    Trainer,
+    TrainingRun,
+)
 
 __all__ = [
     "Batch",
@@ -22,10 +30,12 @@ __all__ = [
     "FitResult",
     "FoldResult",
     "Metrics",
+    "RunGenerators",
     "RunResult",
     "StoreTensors",
     "TrainState",
     "Trainer",
+    "TrainingRun",
     "classification_metrics",
     "default_run_dir",
     "load_state",

@@ -1,9 +1,10 @@
 """Everything a training run needs to continue after the epoch it stopped at.
 
-A :class:`TrainState` holds the model, optimiser, scheduler and loss-scaler states, the random
-number generators, the history of epochs and the best epoch so far, as plain tensors, numbers
-and dicts (loadable with ``torch.load(..., weights_only=True)``). Restoring it and training on
-gives the same epochs as a run that was never interrupted, on the same device.
+A :class:`TrainState` holds the model, optimiser, scheduler and loss-scaler states, the states of
+the run's own generators (see :class:`~tuner.training.RunGenerators`; the torch one of the
+run's device), the history of epochs and the best epoch so far, as plain tensors, numbers and
+dicts (loadable with ``torch.load(..., weights_only=True)``). Restoring it and training on gives
+the same epochs as a run that was never interrupted, on the same device type.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tuner.training._metrics import Metrics
@@ -35,6 +35,8 @@ class TrainState:
     torch_rng: torch.Tensor
     history: list[dict[str, Any]]
     best: dict[str, Any] | None
+    torch_rng_device: str = "cpu"
+    """The device type of the run's torch generator, whose state ``torch_rng`` is."""
 
     def best_metrics(self) -> Metrics | None:
         return None if self.best is None else Metrics(**self.best["val"])
@@ -66,7 +68,3 @@ def load_state(path: Path) -> TrainState | None:
     except Exception as error:  # a torn or foreign file: unpickling raises many kinds
         logger.warning("ignoring unreadable training state %s (%s)", path, type(error).__name__)
         return None
-
-
-def numpy_state(rng: np.random.Generator) -> dict[str, Any]:
-    return dict(rng.bit_generator.state)
