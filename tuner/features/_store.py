@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tuner._files import write_atomic
 from tuner.errors import StoreError
 
 __all__ = [
@@ -117,12 +118,6 @@ def _checksum(folder: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class StoreWriter:
     """Builds a store in ``OUT.partial`` and moves it into place when it is complete.
 
@@ -160,7 +155,7 @@ class StoreWriter:
         features = np.lib.format.open_memmap(
             partial / FEATURES, mode="w+", dtype=np.float16, shape=(len(rows), views, dim)
         )
-        _write_atomic(partial / "state.json", json.dumps({**state, "done_rows": 0}))
+        write_atomic(partial / "state.json", json.dumps({**state, "done_rows": 0}))
         return cls(out, partial, features)
 
     @classmethod
@@ -187,7 +182,7 @@ class StoreWriter:
         self.features.flush()  # type: ignore[attr-defined]
         state = json.loads((self.partial / "state.json").read_text())
         state["done_rows"] = done_rows
-        _write_atomic(self.partial / "state.json", json.dumps(state))
+        write_atomic(self.partial / "state.json", json.dumps(state))
 
     def finish(self, manifest: dict[str, Any], *, overwrite: bool = False) -> FeatureStore:
         """Write the manifest with the checksum and move the store to its final place."""
@@ -209,7 +204,7 @@ class StoreWriter:
             "checksum": _checksum(self.partial),
         }
         (self.partial / "state.json").unlink(missing_ok=True)
-        _write_atomic(self.partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_atomic(self.partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         if self.out.exists():
             if not overwrite and any(self.out.iterdir()):
                 raise StoreError(f"feature store {str(self.out)!r} appeared while writing")

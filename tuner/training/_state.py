@@ -9,14 +9,15 @@ the same epochs as a run that was never interrupted, on the same device type.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tuner._files import write_atomic
 from tuner.training._metrics import Metrics
 
 __all__ = ["TrainState", "load_state", "save_state"]
@@ -47,15 +48,10 @@ def metrics_dict(metrics: Metrics) -> dict[str, Any]:
 
 
 def save_state(state: TrainState, path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(asdict(state), tmp)
-        tmp.replace(path)
-    except BaseException:  # a full disk, or a worker stopped at once by a second signal
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write atomically (:func:`tuner._files.write_atomic`): a reader never sees half a file."""
+    buffer = io.BytesIO()
+    torch.save(asdict(state), buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_state(path: Path) -> TrainState | None:
