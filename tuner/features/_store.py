@@ -4,7 +4,8 @@ A store is a folder::
 
     manifest.json   what the features are (backbone, weights, sizes, classes, checksum, ...)
     features.npy    float16 array (n_patches, n_views, dim), rows contiguous per case
-    patches.csv     one line per row: case, stain, slice, patch, path
+    patches.csv     one line per row (a :class:`~tuner.data.Patch`): case, stain, slice, patch,
+                    path
     cases.csv       one line per case: case, label, class_index, start, stop (its row range)
 
 Rows follow the dataset index's canonical order (case, stain, slice, patch), so every case,
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from tuner._files import write_atomic
+from tuner.data import Patch, group_ids
 from tuner.errors import StoreError
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "FORMAT_VERSION",
     "FeatureStore",
     "StoreCase",
-    "StoreRow",
     "StoreWriter",
     "case_ranges",
     "dataset_fingerprint",
@@ -53,17 +54,6 @@ MANIFEST = "manifest.json"
 FEATURES = "features.npy"
 PATCHES = "patches.csv"
 CASES = "cases.csv"
-
-
-@dataclass(frozen=True)
-class StoreRow:
-    """Where one row of the store comes from."""
-
-    case: str
-    stain: str
-    slice: str
-    patch: str
-    path: str
 
 
 @dataclass(frozen=True)
@@ -82,7 +72,7 @@ class StoreCase:
 
 
 def case_ranges(
-    rows: Sequence[StoreRow], class_of_case: dict[str, int], classes: Sequence[str]
+    rows: Sequence[Patch], class_of_case: dict[str, int], classes: Sequence[str]
 ) -> list[StoreCase]:
     """The row range of each case, for rows already grouped by case."""
     cases: list[StoreCase] = []
@@ -96,7 +86,7 @@ def case_ranges(
     return cases
 
 
-def dataset_fingerprint(rows: Sequence[StoreRow], cases: Sequence[StoreCase]) -> str:
+def dataset_fingerprint(rows: Sequence[Patch], cases: Sequence[StoreCase]) -> str:
     """A hash of which patches and labels a store holds, independent of the features."""
     digest = hashlib.sha256()
     for r in rows:
@@ -138,7 +128,7 @@ class StoreWriter:
     def create(
         cls,
         out: Path,
-        rows: Sequence[StoreRow],
+        rows: Sequence[Patch],
         cases: Sequence[StoreCase],
         *,
         views: int,
@@ -225,11 +215,11 @@ def _write_table(path: Path, columns: list[str], items: Iterable[Any]) -> None:
             writer.writerow([getattr(item, c) for c in columns])
 
 
-def _read_rows(path: Path) -> list[StoreRow]:
+def _read_rows(path: Path) -> list[Patch]:
     with path.open(newline="") as handle:
         reader = csv.reader(handle)
         next(reader)
-        return [StoreRow(*line) for line in reader]
+        return [Patch(*line) for line in reader]
 
 
 def _read_cases(path: Path) -> list[StoreCase]:
@@ -242,7 +232,7 @@ def _read_cases(path: Path) -> list[StoreCase]:
         ]
 
 
-def _counts(rows: Sequence[StoreRow], cases: Sequence[StoreCase]) -> dict[str, int]:
+def _counts(rows: Sequence[Patch], cases: Sequence[StoreCase]) -> dict[str, int]:
     return {
         "cases": len(cases),
         "stains": len({r.stain for r in rows}),
@@ -276,12 +266,25 @@ class FeatureStore:
             np.arange(len(self.cases)), [c.stop - c.start for c in self.cases]
         )
         self.stain_of_row = np.array([stain_code[r.stain] for r in self.rows], dtype=np.int64)
-        self.stain_group_of_row = _group_ids([(r.case, r.stain) for r in self.rows])
-        self.slice_of_row = _group_ids([(r.case, r.stain, r.slice) for r in self.rows])
+        slices = [r.slice for r in self.rows]
+        self.stain_group_of_row = group_ids(self.case_of_row, self.stain_of_row)
+        self.slice_of_row = group_ids(self.case_of_row, self.stain_of_row, slices)
 
     @classmethod
-    def open(cls, path: Path | str, *, verify: bool = True) -> FeatureStore:
-        """Open a store; with ``verify`` recompute its checksum and compare with the manifest."""
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        checksum: str | None = None,
+        expected_by: str = "the caller expects",
+        verify: bool = True,
+    ) -> FeatureStore:
+        """Open a store; with ``verify`` recompute its checksum and compare with the manifest.
+
+        ``checksum``: the checksum the store must have (None: any), expected by whoever made
+        the reference to it; ``expected_by`` names them in the error, as subject and verb
+        (``"study 'mil' was created with"``). Every mismatch raises :class:`StoreError`.
+        """
         path = Path(path)
         if not path.is_dir():
             partial = StoreWriter.partial_path(path)
@@ -318,6 +321,13 @@ class FeatureStore:
                     f"feature store {str(path)!r} does not match its checksum (files changed or "
                     "damaged after extraction); extract it again with --overwrite"
                 )
+        if checksum is not None and checksum != manifest.get("checksum"):
+            actual = str(manifest.get("checksum"))
+            raise StoreError(
+                f"feature store {str(path)!r} has checksum {actual[:19]}... but {expected_by} "
+                f"{checksum[:19]}... (the store was rebuilt or belongs to another dataset); use "
+                "the store it was made with"
+            )
         try:
             features = np.load(path / FEATURES, mmap_mode="r")
         except ValueError as exc:
@@ -372,18 +382,10 @@ class FeatureStore:
         block = self.features[rows] if view is None else self.features[rows, view]
         return torch.from_numpy(np.array(block, copy=True))
 
-    def case_rows(self, case: str) -> list[StoreRow]:
+    def case_rows(self, case: str) -> list[Patch]:
         return self.rows[self.case(case).rows]
 
     def load(self, device: torch.device | str = "cpu", view: int | None = None) -> torch.Tensor:
         """The whole feature array (or one view of it) as a float16 tensor on ``device``."""
         block = self.features if view is None else self.features[:, view]
         return torch.from_numpy(np.array(block, copy=True)).to(device)
-
-
-def _group_ids(keys: list[tuple[str, ...]]) -> np.ndarray:
-    """Consecutive ids for runs of equal keys (keys are sorted, so each group is one run)."""
-    ids = np.zeros(len(keys), dtype=np.int64)
-    for i in range(1, len(keys)):
-        ids[i] = ids[i - 1] + (keys[i] != keys[i - 1])
-    return ids
