@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from tuner.config import RunConfig, apply_overrides, parse_config
-from tuner.features import FeatureStore, StoreCase, StoreRow, StoreWriter
+from tuner.data import Patch
+from tuner.features import FeatureStore, StoreCase, StoreWriter
 from tuner.model import Case, HierarchicalMIL
 
 STAINS = ("HE", "MelanA", "SOX10")
@@ -96,7 +97,7 @@ def synthetic_store(
     """A store of random float16 features (no backbone) in the real format: ``cases`` cases of
     ``stains`` stains x ``slices`` slices x ``patches * (1 +- jitter)`` patches."""
     rng = np.random.default_rng(seed)
-    rows: list[StoreRow] = []
+    rows: list[Patch] = []
     table: list[StoreCase] = []
     low, high = max(1, round(patches * (1 - jitter))), round(patches * (1 + jitter))
     for number in range(cases):
@@ -105,7 +106,7 @@ def synthetic_store(
             for slice_ in range(slices):
                 for patch in range(int(rng.integers(low, high + 1))):
                     path = f"{case}/{stain}/{slice_}/{patch}.png"
-                    rows.append(StoreRow(case, stain, str(slice_), str(patch), path))
+                    rows.append(Patch(case, stain, str(slice_), str(patch), path))
         table.append(StoreCase(case, CLASSES[number % 2], number % 2, start, len(rows)))
     writer = StoreWriter.create(out, rows, table, views=1, dim=dim, state={"benchmark": True})
     block = 1 << 16

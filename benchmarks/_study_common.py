@@ -22,7 +22,8 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.pg
 from tests.pg import fresh_database
-from tuner.features import StoreCase, StoreRow, StoreWriter
+from tuner.data import Patch
+from tuner.features import StoreCase, StoreWriter
 from tuner.storage import open_storage
 from tuner.study import create_study
 
@@ -32,13 +33,13 @@ STORAGES = ("postgres", "embedded")
 
 def tiny_store(out: Path, cases: int = 20) -> Path:
     """A complete feature store of ``cases`` cases (two classes), 6 rows of 8 floats each."""
-    rows: list[StoreRow] = []
+    rows: list[Patch] = []
     table: list[StoreCase] = []
     for number in range(cases):
         case, start = f"C{number:03d}", len(rows)
         for i in range(6):
             stain, slice_ = ("HE", "SOX10")[i % 2], str(i // 2 + 1)
-            rows.append(StoreRow(case, stain, slice_, str(i), f"{case}/{stain}/{slice_}/{i}.png"))
+            rows.append(Patch(case, stain, slice_, str(i), f"{case}/{stain}/{slice_}/{i}.png"))
         label = number % 2
         table.append(StoreCase(case, ("benign", "high_grade")[label], label, start, len(rows)))
     writer = StoreWriter.create(out, rows, table, views=1, dim=8, state={"benchmark": True})

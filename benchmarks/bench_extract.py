@@ -44,7 +44,7 @@ from _mil_common import (
     setup_device,
 )
 
-from tuner.data import build_index, write_demo_dataset
+from tuner.data import Patch, build_index, write_demo_dataset
 from tuner.features import (
     FEATURE_DIM,
     IMAGENET_MEAN,
@@ -52,7 +52,6 @@ from tuner.features import (
     ExtractOptions,
     PatchImages,
     StoreCase,
-    StoreRow,
     StoreWriter,
     WeightsSpec,
     build_backbone,
@@ -73,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def demo_patches(folder: Path, patches: int, size: int) -> tuple[PatchImages, list[StoreRow]]:
+def demo_patches(folder: Path, patches: int, size: int) -> tuple[PatchImages, list[Patch]]:
     """``patches`` patches of a demo dataset of at most about 2,000 files, cycled."""
     cases = max(6, min(24, patches // 80 + 1))  # about 90 patches per case
     labels = write_demo_dataset(folder, cases=cases, image_size=size)

@@ -32,7 +32,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from _mil_common import (
     add_device_argument,
@@ -121,18 +120,13 @@ def paired_fit(
 
 def profile_epoch(trainer: Trainer, cases: list[str]) -> None:
     """The top ops of one training epoch (after a warm-up epoch) under ``torch.profiler``."""
-    model = trainer.new_model(cases)
-    t = trainer.config.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sampler = trainer.sampler(cases, train=True)
-    scaler = torch.amp.GradScaler(enabled=trainer.autocast_dtype is torch.float16)
-    weights, rng = trainer.class_weights(cases), np.random.default_rng(0)
-    trainer._train_epoch(model, sampler, optimizer, scaler, weights, rng, 1)
+    run = trainer.start(cases, None)
+    run.train_epoch()
     activities = [ProfilerActivity.CPU]
     if trainer.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
-        trainer._train_epoch(model, sampler, optimizer, scaler, weights, rng, 2)
+        run.train_epoch()
     sort = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=15))
 

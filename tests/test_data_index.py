@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from tuner.data import DEFAULT_PATTERN, build_index, natural_key, read_labels, scan_patches
+from tuner.data import (
+    DEFAULT_PATTERN,
+    build_index,
+    group_ids,
+    natural_key,
+    read_labels,
+    scan_patches,
+)
 from tuner.errors import DataError
 
 
@@ -202,3 +210,17 @@ def test_symbolic_links_are_followed_and_what_happened_is_said(tmp_path: Path, r
         "error: 1 image file(s) are the same file as a patch of another case",
     ):
         assert line in result.out, result.out
+
+
+def test_group_ids_number_runs_of_equal_keys_over_all_columns() -> None:
+    cases = ["a", "a", "a", "b", "b", "c"]
+    stains = ["HE", "HE", "SOX10", "HE", "HE", "HE"]
+    slices = np.array([1, 2, 2, 1, 1, 1])
+    assert group_ids(cases).tolist() == [0, 0, 0, 1, 1, 2]
+    assert group_ids(cases, stains).tolist() == [0, 0, 1, 2, 2, 3]
+    assert group_ids(cases, stains, slices).tolist() == [0, 1, 2, 3, 3, 4]
+    assert group_ids(np.array([7, 7, 3, 3, 7])).tolist() == [0, 0, 1, 1, 2]  # runs, not values
+    assert group_ids(np.array([5])).tolist() == [0]
+    empty = group_ids(np.array([], dtype=np.int64))
+    assert empty.dtype == np.int64
+    assert len(empty) == 0

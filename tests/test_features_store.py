@@ -30,7 +30,7 @@ def test_store_rows_are_contiguous_per_case_and_match_the_index(
     store: FeatureStore, demo: Demo
 ) -> None:
     index = build_index(demo.patches, demo.labels)
-    assert [r.path for r in store.rows] == [p.path for p in index.patches]
+    assert store.rows == index.patches  # one row type: the index's patches are the store's rows
     assert store.features.shape == (len(index.patches), 2, 1024)
     assert store.features.dtype == np.float16
     assert [c.case for c in store.cases] == index.cases
@@ -90,6 +90,18 @@ def test_checksum_mismatch_is_detected_on_load(store: FeatureStore, tmp_path: Pa
     del features
     with pytest.raises(StoreError, match="does not match its checksum"):
         FeatureStore.open(copy)
+
+
+def test_a_store_of_another_checksum_is_refused_on_open(store: FeatureStore) -> None:
+    assert FeatureStore.open(store.path, checksum=store.checksum).checksum == store.checksum
+    with pytest.raises(StoreError) as raised:
+        FeatureStore.open(
+            store.path, checksum="sha256:0000", expected_by="study 'mil' was created with"
+        )
+    assert f"has checksum {store.checksum[:19]}... but study 'mil' was created with" in str(
+        raised.value
+    )
+    assert "sha256:0000..." in str(raised.value)
 
 
 def test_existing_store_is_reused_or_refused(

@@ -26,11 +26,10 @@ LAYOUTS = [
 def make_model(
     pooling: str = "attention", gated: bool = False, patch_chunk: int | None = None
 ) -> HierarchicalMIL:
-    torch.manual_seed(0)
     model = HierarchicalMIL(
-        16, 3, embed_dim=8, attn_dim=4, dropout=0.0, gated=gated, pooling=pooling
-    )
-    model.patch_chunk = patch_chunk
+        16, 3, embed_dim=8, attn_dim=4, dropout=0.0, gated=gated, pooling=pooling,
+        patch_chunk=patch_chunk, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
     return model.double().eval()
 
 
@@ -144,3 +143,32 @@ def test_single_patch_case_in_float32_has_no_nan() -> None:
     output.logits.sum().backward()
     assert torch.isfinite(output.logits).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_patch_chunk_is_a_setting_of_each_model() -> None:
+    assert make_model(patch_chunk=4).patch_chunk == 4
+    assert HierarchicalMIL(16).patch_chunk == 2048
+    assert make_model(patch_chunk=None).patch_chunk is None
+
+
+def test_weights_and_dropout_come_from_the_given_generator() -> None:
+    """A seeded generator gives the weights of ``torch.manual_seed`` and a plain construction,
+    and, in training, the same dropout masks each time; the global generator is not read."""
+    torch.manual_seed(0)
+    plain = HierarchicalMIL(16, 3, embed_dim=8, attn_dim=4, dropout=0.5)
+    torch.manual_seed(99)
+    model = HierarchicalMIL(
+        16, 3, embed_dim=8, attn_dim=4, dropout=0.5, generator=torch.Generator().manual_seed(0)
+    ).train()
+    got = model.state_dict()
+    assert list(got) == list(plain.state_dict())
+    for name, expected in plain.state_dict().items():
+        assert torch.equal(got[name], expected), name
+    bags = Bags.from_cases([random_case(torch.Generator().manual_seed(1), 16, LAYOUTS[0])])
+    bags.features = bags.features.float()
+    first = model(bags, torch.Generator().manual_seed(5)).logits
+    torch.manual_seed(1)
+    again = model(bags, torch.Generator().manual_seed(5)).logits
+    other = model(bags, torch.Generator().manual_seed(6)).logits
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)

@@ -38,6 +38,20 @@ def test_same_seed_same_mask() -> None:
     assert not torch.equal(first, dropout(x, 0.3))
 
 
+@pytest.mark.parametrize("shape", [(200, 50), (10, 8)])  # a CPU mask, a Bernoulli one
+def test_masks_come_from_the_given_generator(shape: tuple[int, int]) -> None:
+    x = torch.randn(shape)
+    first = dropout(x, 0.3, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    again = dropout(x, 0.3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator was not read
+    assert torch.equal(first, again)
+    generator = torch.Generator().manual_seed(3)
+    dropout(x, 0.3, generator=generator)
+    assert not torch.equal(first, dropout(x, 0.3, generator=generator))
+
+
 def test_small_tensors_and_extreme_rates_fall_back_to_torch() -> None:
     assert dropout_mask((10, 512), 0.25, torch.float32) is None  # 5120 elements
     assert dropout_mask((100, 512), 1e-6, torch.float32) is None

@@ -185,3 +185,46 @@ def test_penalties_enter_the_training_loss(
     result = Trainer(tiny_config(store, **overrides), data, torch.device("cpu")).fit(train, val)
     penalties = [e.train_penalty for e in result.history]
     assert all(p < 0 for p in penalties) if penalty == "entropy" else all(p > 0 for p in penalties)
+
+
+def test_runs_stepped_in_turn_equal_runs_alone(store: FeatureStore, data: StoreTensors) -> None:
+    """Each run draws from its own generators only: runs of the same seed (and one of another)
+    trained in turn, epoch by epoch, with global draws in between, give what each gives alone."""
+    train, val = cases_of(store)
+    config = tiny_config(
+        store, **{"train.epochs": 4, "train.early_stopping": None, "model.dropout": 0.25,
+                  "data.per_slice_cap": 2, "data.augmented_views": True}
+    )  # fmt: skip
+    trainer = Trainer(config, data, torch.device("cpu"))
+    alone = {seed: trainer.fit(train, val, seed=seed) for seed in (0, 1)}
+    runs = [(0, trainer.start(train, val)), (0, trainer.start(train, val)),
+            (1, trainer.start(train, val, seed=1))]  # fmt: skip
+    torch.manual_seed(123)
+    for _ in range(4):
+        for _, run in runs:
+            torch.rand(1000)
+            np.random.rand(1000)
+            report = run.train_epoch()
+            run.step_scheduler(report.val.loss)
+    for seed, run in runs:
+        got, expected = run.result("epochs", 0.0), alone[seed]
+        assert [e.train_loss for e in got.history] == [e.train_loss for e in expected.history]
+        assert [e.val.loss for e in got.history] == [e.val.loss for e in expected.history]
+        assert got.best_epoch == expected.best_epoch
+        for key, value in expected.state_dict.items():
+            assert torch.equal(got.state_dict[key], value), key
+    assert alone[0].history[-1].train_loss != alone[1].history[-1].train_loss
+
+
+def test_training_leaves_the_global_generators_alone(
+    store: FeatureStore, data: StoreTensors
+) -> None:
+    train, val = cases_of(store)
+    config = tiny_config(store, **{"model.dropout": 0.25, "data.per_slice_cap": 2})
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+    Trainer(config, data, torch.device("cpu")).fit(train, val)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0]
+    assert np.array_equal(after[1], numpy_state[1])
+    assert after[2:] == numpy_state[2:]

@@ -9,7 +9,14 @@ import torch
 
 from tuner.config import apply_overrides, parse_config
 from tuner.features import FeatureStore
-from tuner.training import StoreTensors, Trainer, TrainState, load_state, save_state
+from tuner.training import (
+    RunGenerators,
+    StoreTensors,
+    Trainer,
+    TrainState,
+    load_state,
+    save_state,
+)
 
 
 class Killed(Exception):
@@ -44,6 +51,7 @@ def test_resumed_training_equals_an_unbroken_run(
     state = load_state(path)
     assert state is not None
     assert state.epoch == 3
+    assert state.torch_rng_device == "cpu"
     resumed = Trainer(config, data, torch.device("cpu")).fit(train, val, resume=state)
 
     assert [e.train_loss for e in resumed.history] == [e.train_loss for e in unbroken.history]
@@ -57,3 +65,20 @@ def test_missing_or_broken_state_is_none(tmp_path: Path) -> None:
     assert load_state(tmp_path / "none.pt") is None
     (tmp_path / "broken.pt").write_bytes(b"half a file")
     assert load_state(tmp_path / "broken.pt") is None
+
+
+def test_state_of_another_device_type_resumes_deterministically(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A CUDA generator's state cannot seed a CPU one: the run goes on from its seed and epoch,
+    the same way each time, and says so."""
+    saved = RunGenerators.seeded(7, torch.device("cpu"))
+    saved.numpy_rng.random(5)
+    draws = []
+    for _ in range(2):
+        run = RunGenerators.seeded(7, torch.device("cpu"))
+        run.restore(saved.numpy_state(), torch.zeros(16, dtype=torch.uint8), "cuda", epoch=3)
+        draws.append((torch.rand(4, generator=run.torch_rng), run.numpy_rng.random(2)))
+    assert torch.equal(draws[0][0], draws[1][0])
+    assert (draws[0][1] == saved.numpy_rng.random(2)).all()
+    assert "saved on cuda and resumes on cpu" in caplog.text

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tuner._files import write_atomic
 from tuner.errors import ConfigError
 
 __all__ = [
@@ -192,11 +193,7 @@ def load_config(path: Path | str) -> RunConfig:
 
 def save_config(config: RunConfig, path: Path | str, *, header: str = "") -> None:
     path = Path(path)
-    text = header + yaml.safe_dump(config.to_dict(), sort_keys=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, Any]:

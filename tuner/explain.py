@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from tuner.config import load_config
-from tuner.data import load_splits, natural_key
+from tuner.data import Patch, load_splits, natural_key
 from tuner.errors import TunerError
-from tuner.features import FeatureStore, StoreRow
-from tuner.training import CaseSampler, StoreTensors, Trainer, open_store
+from tuner.features import FeatureStore
+from tuner.training import CaseSampler, StoreTensors, Trainer
 
 __all__ = ["CaseExplanation", "explain_case", "explain_run"]
 
@@ -42,7 +42,7 @@ class CaseExplanation:
     probabilities: dict[str, float]
     fold: int
     pictures: list[Path]
-    rows: list[StoreRow]
+    rows: list[Patch]
     attention: np.ndarray  # (n_patches, 3): patch, slice, stain weight
 
     @property
@@ -73,12 +73,11 @@ def _load_run(run: Path) -> tuple[Any, dict[str, Any], FeatureStore]:
         )
     config = load_config(run / "config.yaml")
     saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
-    store = open_store(config)
-    if saved["store_checksum"] != store.checksum:
-        raise TunerError(
-            f"the feature store of run {str(run)!r} has changed since training; explain the run "
-            "with the store it was trained on"
-        )
+    store = FeatureStore.open(
+        config.data.features,
+        checksum=saved["store_checksum"],
+        expected_by=f"run {str(run)!r} was trained on",
+    )
     return config, saved, store
 
 

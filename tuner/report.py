@@ -25,6 +25,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 import tuner
+from tuner._files import write_atomic
 from tuner.study import Budget, StudySettings, load_settings
 
 __all__ = ["ReportSummary", "write_report"]
@@ -67,10 +68,7 @@ def write_report(
     if skipped:
         items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in skipped.items())
         body.append(f"<section><h2>Plots left out</h2><ul>{items}</ul></section>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(_page(f"tuner report: {name}", "\n".join(body)))
-    tmp.replace(out)
+    write_atomic(out, _page(f"tuner report: {name}", "\n".join(body)))
     pngs = _write_pngs(study, settings, trials, png) if png is not None else []
     return ReportSummary(out, [title for title, _ in figures], skipped, pngs)
 

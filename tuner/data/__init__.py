@@ -9,6 +9,7 @@ from tuner.data._index import (
     Problem,
     build_index,
     compile_pattern,
+    group_ids,
     natural_key,
     scan_patches,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "check_images",
     "class_problems",
     "compile_pattern",
+    "group_ids",
     "image_size",
     "load_rgb",
     "load_splits",

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from tuner.data._files import IMAGE_SUFFIXES, ImageFiles, find_images
 from tuner.data._labels import Labels, read_labels
@@ -30,6 +33,7 @@ __all__ = [
     "Problem",
     "build_index",
     "compile_pattern",
+    "group_ids",
     "natural_key",
     "scan_patches",
 ]
@@ -52,7 +56,10 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch image: where it is (relative to the root) and where it belongs."""
+    """One patch image: where it is (relative to the root) and where it belongs.
+
+    The one row type of a patch: a row of the dataset index and of the feature store alike.
+    """
 
     case: str
     stain: str
@@ -68,6 +75,25 @@ class Patch:
             natural_key(self.patch),
             self.path,
         )
+
+
+def group_ids(*keys: np.ndarray | Sequence[str]) -> np.ndarray:
+    """Number the runs of equal keys 0, 1, 2, ... along the rows: ``(n,)`` int64.
+
+    Each of ``keys`` is a column of ``n`` values (ids or names); a row whose values all equal
+    the previous row's gets its id, any other row the next one. In the canonical order (the
+    index's, the store's) every group (a case, a case's stain, a stain's slice) is one run, so
+    these are group ids.
+    """
+    columns = [np.asarray(k) for k in keys]
+    n = len(columns[0]) if columns else 0
+    ids = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        new_run = np.zeros(n - 1, dtype=bool)
+        for column in columns:
+            new_run |= column[1:] != column[:-1]
+        np.cumsum(new_run, out=ids[1:])
+    return ids
 
 
 @dataclass(frozen=True)

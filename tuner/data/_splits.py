@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tuner._files import write_atomic
 from tuner.errors import DataError
 
 __all__ = ["Split", "Splits", "load_splits", "make_splits", "min_cases_per_class"]
@@ -65,11 +66,7 @@ class Splits:
         return data
 
     def save(self, path: Path | str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Splits:

@@ -11,7 +11,7 @@ from tuner.features._backbone import (
 from tuner.features._encoders import PRESET_NAMES, Encoder, presets, resolve_encoder
 from tuner.features._extract import ExtractOptions, PatchImages, extract_features, store_rows
 from tuner.features._import import import_embeddings
-from tuner.features._store import FeatureStore, StoreCase, StoreRow, StoreWriter
+from tuner.features._store import FeatureStore, StoreCase, StoreWriter
 
 __all__ = [
     "FEATURE_DIM",
@@ -24,7 +24,6 @@ __all__ = [
     "FeatureStore",
     "PatchImages",
     "StoreCase",
-    "StoreRow",
     "StoreWriter",
     "WeightsSpec",
     "build_backbone",

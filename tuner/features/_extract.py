@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 import tuner
 from tuner._device import resolve_device
-from tuner.data import DEFAULT_PATTERN, DatasetIndex, build_index, image_size, load_rgb
+from tuner.data import (
+    DEFAULT_PATTERN,
+    DatasetIndex,
+    Patch,
+    build_index,
+    image_size,
+    load_rgb,
+)
 from tuner.errors import DataError, StoreError
 from tuner.features._augment import AUGMENTATION, augment
 from tuner.features._backbone import Backbone, WeightsSpec, build_backbone
@@ -34,7 +41,6 @@ from tuner.features._store import (
     MANIFEST,
     FeatureStore,
     StoreCase,
-    StoreRow,
     StoreWriter,
     case_ranges,
     dataset_fingerprint,
@@ -94,9 +100,9 @@ class PatchImages(Dataset[torch.Tensor]):
         return torch.stack([base, *copies])
 
 
-def store_rows(index: DatasetIndex) -> tuple[list[StoreRow], list[StoreCase]]:
+def store_rows(index: DatasetIndex) -> tuple[list[Patch], list[StoreCase]]:
     """The store's rows and per-case row ranges for a dataset index (already in store order)."""
-    rows = [StoreRow(p.case, p.stain, p.slice, p.patch, p.path) for p in index.patches]
+    rows = list(index.patches)
     return rows, case_ranges(rows, index.labels.of_case, index.labels.classes)
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 import tuner
-from tuner.data import natural_key, read_labels
+from tuner.data import Patch, natural_key, read_labels
 from tuner.errors import DataError, StoreError
 from tuner.features._lock import output_lock
-from tuner.features._store import FeatureStore, StoreRow, StoreWriter, case_ranges
+from tuner.features._store import FeatureStore, StoreWriter, case_ranges
 
 __all__ = ["import_embeddings"]
 
@@ -80,10 +80,10 @@ def _import(
     dims = {shape[1] for shape in shapes}
     if len(dims) > 1:
         raise DataError(f"embedding arrays of {str(table)!r} differ in width ({sorted(dims)})")
-    rows: list[StoreRow] = []
+    rows: list[Patch] = []
     for slide, shape in zip(slides, shapes, strict=True):
         rows += [
-            StoreRow(slide["case"], slide["stain"], slide["slice"], str(i), f"{slide['path']}#{i}")
+            Patch(slide["case"], slide["stain"], slide["slice"], str(i), f"{slide['path']}#{i}")
             for i in range(shape[0])
         ]
     cases = case_ranges(rows, case_labels.of_case, case_labels.classes)

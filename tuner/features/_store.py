@@ -4,7 +4,8 @@ A store is a folder::
 
     manifest.json   what the features are (backbone, weights, sizes, classes, checksum, ...)
     features.npy    float16 array (n_patches, n_views, dim), rows contiguous per case
-    patches.csv     one line per row: case, stain, slice, patch, path
+    patches.csv     one line per row (a :class:`~tuner.data.Patch`): case, stain, slice, patch,
+                    path
     cases.csv       one line per case: case, label, class_index, start, stop (its row range)
 
 Rows follow the dataset index's canonical order (case, stain, slice, patch), so every case,
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tuner._files import write_atomic
+from tuner.data import Patch, group_ids
 from tuner.errors import StoreError
 
 __all__ = [
@@ -39,7 +42,6 @@ __all__ = [
     "FORMAT_VERSION",
     "FeatureStore",
     "StoreCase",
-    "StoreRow",
     "StoreWriter",
     "case_ranges",
     "dataset_fingerprint",
@@ -52,17 +54,6 @@ MANIFEST = "manifest.json"
 FEATURES = "features.npy"
 PATCHES = "patches.csv"
 CASES = "cases.csv"
-
-
-@dataclass(frozen=True)
-class StoreRow:
-    """Where one row of the store comes from."""
-
-    case: str
-    stain: str
-    slice: str
-    patch: str
-    path: str
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class StoreCase:
 
 
 def case_ranges(
-    rows: Sequence[StoreRow], class_of_case: dict[str, int], classes: Sequence[str]
+    rows: Sequence[Patch], class_of_case: dict[str, int], classes: Sequence[str]
 ) -> list[StoreCase]:
     """The row range of each case, for rows already grouped by case."""
     cases: list[StoreCase] = []
@@ -95,7 +86,7 @@ def case_ranges(
     return cases
 
 
-def dataset_fingerprint(rows: Sequence[StoreRow], cases: Sequence[StoreCase]) -> str:
+def dataset_fingerprint(rows: Sequence[Patch], cases: Sequence[StoreCase]) -> str:
     """A hash of which patches and labels a store holds, independent of the features."""
     digest = hashlib.sha256()
     for r in rows:
@@ -115,12 +106,6 @@ def _checksum(folder: Path) -> str:
         with (folder / name).open("rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
     return "sha256:" + digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class StoreWriter:
@@ -143,7 +128,7 @@ class StoreWriter:
     def create(
         cls,
         out: Path,
-        rows: Sequence[StoreRow],
+        rows: Sequence[Patch],
         cases: Sequence[StoreCase],
         *,
         views: int,
@@ -160,7 +145,7 @@ class StoreWriter:
         features = np.lib.format.open_memmap(
             partial / FEATURES, mode="w+", dtype=np.float16, shape=(len(rows), views, dim)
         )
-        _write_atomic(partial / "state.json", json.dumps({**state, "done_rows": 0}))
+        write_atomic(partial / "state.json", json.dumps({**state, "done_rows": 0}))
         return cls(out, partial, features)
 
     @classmethod
@@ -187,7 +172,7 @@ class StoreWriter:
         self.features.flush()  # type: ignore[attr-defined]
         state = json.loads((self.partial / "state.json").read_text())
         state["done_rows"] = done_rows
-        _write_atomic(self.partial / "state.json", json.dumps(state))
+        write_atomic(self.partial / "state.json", json.dumps(state))
 
     def finish(self, manifest: dict[str, Any], *, overwrite: bool = False) -> FeatureStore:
         """Write the manifest with the checksum and move the store to its final place."""
@@ -209,7 +194,7 @@ class StoreWriter:
             "checksum": _checksum(self.partial),
         }
         (self.partial / "state.json").unlink(missing_ok=True)
-        _write_atomic(self.partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_atomic(self.partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         if self.out.exists():
             if not overwrite and any(self.out.iterdir()):
                 raise StoreError(f"feature store {str(self.out)!r} appeared while writing")
@@ -230,11 +215,11 @@ def _write_table(path: Path, columns: list[str], items: Iterable[Any]) -> None:
             writer.writerow([getattr(item, c) for c in columns])
 
 
-def _read_rows(path: Path) -> list[StoreRow]:
+def _read_rows(path: Path) -> list[Patch]:
     with path.open(newline="") as handle:
         reader = csv.reader(handle)
         next(reader)
-        return [StoreRow(*line) for line in reader]
+        return [Patch(*line) for line in reader]
 
 
 def _read_cases(path: Path) -> list[StoreCase]:
@@ -247,7 +232,7 @@ def _read_cases(path: Path) -> list[StoreCase]:
         ]
 
 
-def _counts(rows: Sequence[StoreRow], cases: Sequence[StoreCase]) -> dict[str, int]:
+def _counts(rows: Sequence[Patch], cases: Sequence[StoreCase]) -> dict[str, int]:
     return {
         "cases": len(cases),
         "stains": len({r.stain for r in rows}),
@@ -284,12 +269,25 @@ class FeatureStore:
             np.arange(len(self.cases)), [c.stop - c.start for c in self.cases]
         )
         self.stain_of_row = np.array([stain_code[r.stain] for r in self.rows], dtype=np.int64)
-        self.stain_group_of_row = _group_ids([(r.case, r.stain) for r in self.rows])
-        self.slice_of_row = _group_ids([(r.case, r.stain, r.slice) for r in self.rows])
+        slices = [r.slice for r in self.rows]
+        self.stain_group_of_row = group_ids(self.case_of_row, self.stain_of_row)
+        self.slice_of_row = group_ids(self.case_of_row, self.stain_of_row, slices)
 
     @classmethod
-    def open(cls, path: Path | str, *, verify: bool = True) -> FeatureStore:
-        """Open a store; with ``verify`` recompute its checksum and compare with the manifest."""
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        checksum: str | None = None,
+        expected_by: str = "the caller expects",
+        verify: bool = True,
+    ) -> FeatureStore:
+        """Open a store; with ``verify`` recompute its checksum and compare with the manifest.
+
+        ``checksum``: the checksum the store must have (None: any), expected by whoever made
+        the reference to it; ``expected_by`` names them in the error, as subject and verb
+        (``"study 'mil' was created with"``). Every mismatch raises :class:`StoreError`.
+        """
         path = Path(path)
         if not path.is_dir():
             partial = StoreWriter.partial_path(path)
@@ -326,6 +324,13 @@ class FeatureStore:
                     f"feature store {str(path)!r} does not match its checksum (files changed or "
                     "damaged after extraction); extract it again with --overwrite"
                 )
+        if checksum is not None and checksum != manifest.get("checksum"):
+            actual = str(manifest.get("checksum"))
+            raise StoreError(
+                f"feature store {str(path)!r} has checksum {actual[:19]}... but {expected_by} "
+                f"{checksum[:19]}... (the store was rebuilt or belongs to another dataset); use "
+                "the store it was made with"
+            )
         try:
             features = np.load(path / FEATURES, mmap_mode="r")
         except ValueError as exc:
@@ -391,18 +396,10 @@ class FeatureStore:
         block = self.features[rows] if view is None else self.features[rows, view]
         return torch.from_numpy(np.array(block, copy=True))
 
-    def case_rows(self, case: str) -> list[StoreRow]:
+    def case_rows(self, case: str) -> list[Patch]:
         return self.rows[self.case(case).rows]
 
     def load(self, device: torch.device | str = "cpu", view: int | None = None) -> torch.Tensor:
         """The whole feature array (or one view of it) as a float16 tensor on ``device``."""
         block = self.features if view is None else self.features[:, view]
         return torch.from_numpy(np.array(block, copy=True)).to(device)
-
-
-def _group_ids(keys: list[tuple[str, ...]]) -> np.ndarray:
-    """Consecutive ids for runs of equal keys (keys are sorted, so each group is one run)."""
-    ids = np.zeros(len(keys), dtype=np.int64)
-    for i in range(1, len(keys)):
-        ids[i] = ids[i - 1] + (keys[i] != keys[i - 1])
-    return ids

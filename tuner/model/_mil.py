@@ -5,7 +5,7 @@ is one attention module, a softmax within groups and a sum within groups, for al
 once. There is no Python loop over cases, stains, slices or patches.
 
 On CPU the patch level (projector, patch attention, pooling into slices) runs over row chunks
-of whole slices, about :attr:`HierarchicalMIL.patch_chunk` patches each: every chunk's
+of whole slices, about ``patch_chunk`` patches each (a setting of each model): every chunk's
 ``(rows, embed_dim)`` intermediates then stay in the CPU caches and in reused memory, instead of
 each op of a large batch streaming (and page-faulting in) a fresh tensor of hundreds of MB. The
 chunks are few (a step of the default config, 8 cases of 12 slices of 64 patches, has 3; one of
@@ -15,6 +15,7 @@ the same sums in another order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,11 +142,12 @@ class Attention(nn.Module):
         self.dropout = Dropout(dropout)
         self.score = nn.Linear(attn_dim, 1, bias=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``generator``: dropout's (see :func:`~tuner.model.dropout`)."""
         a = torch.tanh(self.hidden(h))
         if self.gate is not None:
             a = a * torch.sigmoid(self.gate(h))
-        logits: torch.Tensor = self.score(self.dropout(a)).squeeze(-1)
+        logits: torch.Tensor = self.score(self.dropout(a, generator)).squeeze(-1)
         return logits
 
 
@@ -156,9 +158,12 @@ class HierarchicalMIL(nn.Module):
     averages patches, slices and stains). ``patch_chunk`` is the number of patches the patch
     level processes at a time on CPU (see the module docstring; None: all at once); it changes
     speed and memory traffic, not results.
-    """
 
-    patch_chunk: int | None = 2048
+    The initial weights are drawn from ``generator`` (None: torch's default generator of
+    ``device``), in the order and with the distributions of ``nn.Linear``: a CPU generator seeded
+    with ``s`` gives the weights that ``torch.manual_seed(s)`` and a plain construction give.
+    Dropout draws from the generator given to :meth:`forward`.
+    """
 
     def __init__(
         self,
@@ -170,40 +175,62 @@ class HierarchicalMIL(nn.Module):
         dropout: float = 0.25,
         gated: bool = False,
         pooling: Pooling = "attention",
+        patch_chunk: int | None = 2048,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.pooling = pooling
-        self.projector = Projector(in_dim, embed_dim, dropout)
-        self.attention = nn.ModuleDict(
-            {level: Attention(embed_dim, attn_dim, dropout, gated) for level in LEVELS}
-            if pooling == "attention"
-            else {}
-        )
-        self.classifier = nn.Linear(embed_dim, n_classes)
+        self.patch_chunk = patch_chunk
+        with torch.device("meta"):  # no memory and no random draws until reset_parameters
+            self.projector = Projector(in_dim, embed_dim, dropout)
+            self.attention = nn.ModuleDict(
+                {level: Attention(embed_dim, attn_dim, dropout, gated) for level in LEVELS}
+                if pooling == "attention"
+                else {}
+            )
+            self.classifier = nn.Linear(embed_dim, n_classes)
+        self.to_empty(device=device if device is not None else "cpu")
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every weight as ``nn.Linear`` does, drawing from ``generator``; inputs
+        not standardised."""
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, StandardizedLinear):
+                    module.mean.zero_()
+                    module.scale.fill_(1.0)
+                if isinstance(module, nn.Linear):
+                    _init_linear(module, generator)
 
     def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise input features with these per-feature statistics (see
         :class:`StandardizedLinear`)."""
         self.projector.linear.set_input_statistics(mean, std)
 
-    def forward(self, bags: Bags) -> MILOutput:
-        h, patch = self._patch_level(bags)
+    def forward(self, bags: Bags, generator: torch.Generator | None = None) -> MILOutput:
+        """``generator``: where dropout draws its masks in training mode (on the model's device;
+        None: torch's default generator)."""
+        h, patch = self._patch_level(bags, generator)
         attention = {"patch": patch}
         for level in LEVELS[1:]:
             group, n_groups = bags.groups()[level]
-            h, attention[level] = self._pool(level, h, group, n_groups)
+            h, attention[level] = self._pool(level, h, group, n_groups, generator)
         return MILOutput(self.classifier(h), attention)
 
-    def _patch_level(self, bags: Bags) -> tuple[torch.Tensor, LevelAttention]:
+    def _patch_level(
+        self, bags: Bags, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, LevelAttention]:
         """Project the patches and pool them into slices, chunk by chunk: ``(n_slices, embed)``
         and the patch level's attention."""
         pooled, logits, weights = [], [], []
         chunks = self._chunks(bags)
         folded = self.projector.linear.folded() if len(chunks) > 1 else None
         for rows, first, n_slices in chunks:
-            h = self.projector(bags.features[rows], folded)
+            h = self.projector(bags.features[rows], folded, generator)
             group = bags.slice_of_patch[rows] - first if first else bags.slice_of_patch[rows]
-            chunk_pooled, att = self._pool("patch", h, group, n_slices)
+            chunk_pooled, att = self._pool("patch", h, group, n_slices, generator)
             pooled.append(chunk_pooled)
             logits.append(att.logits)
             weights.append(att.weights)
@@ -239,10 +266,15 @@ class HierarchicalMIL(nn.Module):
         ]
 
     def _pool(
-        self, level: str, h: torch.Tensor, group: torch.Tensor, n_groups: int
+        self,
+        level: str,
+        h: torch.Tensor,
+        group: torch.Tensor,
+        n_groups: int,
+        generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, LevelAttention]:
         if self.pooling == "attention":
-            logits = self.attention[level](h)
+            logits = self.attention[level](h, generator)
             weights = segment_softmax(logits, group, n_groups)
         else:
             logits = h.new_zeros(len(h))
@@ -250,3 +282,12 @@ class HierarchicalMIL(nn.Module):
             weights = 1.0 / counts[group]
         pooled = segment_sum(weights.unsqueeze(-1) * h, group, n_groups)
         return pooled, LevelAttention(logits, weights, group, n_groups)
+
+
+def _init_linear(linear: nn.Linear, generator: torch.Generator | None) -> None:
+    """``nn.Linear.reset_parameters`` with a generator."""
+    nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+    if linear.bias is not None:
+        fan_in = linear.weight.shape[1]
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        nn.init.uniform_(linear.bias, -bound, bound, generator=generator)

@@ -79,21 +79,25 @@ class Projector(nn.Sequential):
         return last
 
     def forward(
-        self, x: torch.Tensor, folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``folded``: the linear layer's :meth:`~StandardizedLinear.folded` weights, when the
-        caller projects several chunks and folds once."""
+        caller projects several chunks and folds once; ``generator``: dropout's (see
+        :func:`~tuner.model.dropout`)."""
         linear, drop = self.linear, self.dropout
         if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
             x = x if torch.is_autocast_enabled(x.device.type) else x.to(linear.weight.dtype)
-            return drop.forward(torch.relu(linear.forward(x)))
+            return drop.forward(torch.relu(linear.forward(x)), generator)
         weight, bias = folded or linear.folded()
         mask = None
         if drop.training and drop.p > 0:
-            mask = dropout_mask((len(x), len(weight)), drop.p, weight.dtype)
+            mask = dropout_mask((len(x), len(weight)), drop.p, weight.dtype, generator)
             if mask is None:
                 x = nn.functional.linear(x.to(weight.dtype), weight, bias)
-                return drop.forward(torch.relu(x))
+                return drop.forward(torch.relu(x), generator)
         out: torch.Tensor = _LinearReLUMask.apply(x, weight, bias, *(mask or (None, 1.0)))
         return out
 

@@ -245,14 +245,11 @@ def open_study_store(settings: StudySettings, name: str, override: Path | None) 
             f"the feature store of study {name!r}, {str(path)!r}, is not on this machine; if it "
             "moved or is mounted elsewhere, give its path here as features (--features NEWPATH)"
         )
-    store = FeatureStore.open(path)
-    if store.checksum != settings.features["checksum"]:
-        raise StudyError(
-            f"feature store {str(path)!r} has checksum {store.checksum[:19]}... but study "
-            f"{name!r} was created with {settings.features['checksum'][:19]}...; pass --features "
-            "with the study's store"
-        )
-    return store
+    return FeatureStore.open(
+        path,
+        checksum=settings.features["checksum"],
+        expected_by=f"study {name!r} was created with",
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -9,6 +9,7 @@ from tuner.training._metrics import (
     classification_metrics,
     with_auc_interval,
 )
+from tuner.training._random import RunGenerators
 from tuner.training._run import (
     FoldResult,
     RunResult,
@@ -18,7 +19,14 @@ from tuner.training._run import (
     train_run,
 )
 from tuner.training._state import TrainState, load_state, save_state
-from tuner.training._trainer import EpochCallback, EpochReport, Evaluation, FitResult, Trainer
+from tuner.training._trainer import (
+    EpochCallback,
+    EpochReport,
+    Evaluation,
+    FitResult,
+    Trainer,
+    TrainingRun,
+)
 
 __all__ = [
     "Batch",
@@ -30,10 +38,12 @@ __all__ = [
     "FitResult",
     "FoldResult",
     "Metrics",
+    "RunGenerators",
     "RunResult",
     "StoreTensors",
     "TrainState",
     "Trainer",
+    "TrainingRun",
     "auc_interval",
     "chance_loss",
     "classification_metrics",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tuner.data import group_ids
 from tuner.features import FeatureStore
 from tuner.model import Bags
 
@@ -111,7 +112,7 @@ class CaseSampler:
             if self.max_slices_per_stain is not None:
                 first = _first_of_runs(self.slice_of_row)
                 rank_of_slice = _random_rank(first, self.stain_of_row, rng)[first]
-                keep &= rank_of_slice[_dense_runs(self.slice_of_row)] < self.max_slices_per_stain
+                keep &= rank_of_slice[group_ids(self.slice_of_row)] < self.max_slices_per_stain
             if self.per_slice_cap is not None:
                 keep &= _random_rank(keep, self.slice_of_row, rng) < self.per_slice_cap
         selected = np.flatnonzero(keep)
@@ -129,11 +130,11 @@ class CaseSampler:
         index = rows * self.data.n_views
         if self.random_views and rng is not None:
             index = index + rng.integers(0, self.data.n_views, size=len(rows))
-        slice_ids = _dense_runs(self.slice_of_row[picked])
+        slice_ids = group_ids(self.slice_of_row[picked])
         first_of_slice = _first_of_runs(slice_ids)
-        stain_ids = _dense_runs(self.stain_of_row[picked][first_of_slice])
+        stain_ids = group_ids(self.stain_of_row[picked][first_of_slice])
         first_of_stain = _first_of_runs(stain_ids)
-        case_ids = _dense_runs(self.case_of_row[picked][first_of_slice][first_of_stain])
+        case_ids = group_ids(self.case_of_row[picked][first_of_slice][first_of_stain])
         device = self.data.features.device
         features = self.data.features.index_select(0, torch.from_numpy(index).to(device))
         bags = Bags(
@@ -145,13 +146,6 @@ class CaseSampler:
         )
         labels = torch.from_numpy(self.labels[chosen]).to(device)
         return Batch(bags, labels, [self.cases[c] for c in chosen], rows)
-
-
-def _dense_runs(ids: np.ndarray) -> np.ndarray:
-    """Relabel runs of equal ids as 0, 1, 2, ... (ids of a group are adjacent)."""
-    if len(ids) == 0:
-        return ids
-    return np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])])
 
 
 def _first_of_runs(ids: np.ndarray) -> np.ndarray:
@@ -168,7 +162,7 @@ def _random_rank(items: np.ndarray, group: np.ndarray, rng: np.random.Generator)
     cap keeps. One sort of ``run + uniform`` keys (three times faster than a two-key lexsort).
     """
     n = len(group)
-    run = _dense_runs(group)
+    run = group_ids(group)
     key = np.where(items, rng.random(n), 2.0)
     key += 4.0 * run
     order = np.argsort(key)

@@ -24,7 +24,7 @@ import tuner
 from tuner._device import resolve_device
 from tuner.config import RunConfig, save_config
 from tuner.data import Split, Splits, load_splits, make_splits
-from tuner.errors import ConfigError, DataError, TunerError
+from tuner.errors import DataError, TunerError
 from tuner.features import FeatureStore
 from tuner.training._batches import StoreTensors
 from tuner.training._metrics import with_auc_interval
@@ -67,15 +67,9 @@ def default_run_dir(config_path: Path | None) -> Path:
 
 def open_store(config: RunConfig) -> FeatureStore:
     """The config's feature store, verified against the config's checksum when it has one."""
-    store = FeatureStore.open(config.data.features)
-    expected = config.data.checksum
-    if expected is not None and expected != store.checksum:
-        raise ConfigError(
-            f"feature store {str(config.data.features)!r} has checksum {store.checksum[:19]}... "
-            f"but the config expects {expected[:19]}... (the store was rebuilt or belongs to "
-            "another dataset); point data.features at the right store or set data.checksum to null"
-        )
-    return store
+    return FeatureStore.open(
+        config.data.features, checksum=config.data.checksum, expected_by="the config expects"
+    )
 
 
 def resolve_splits(config: RunConfig, store: FeatureStore) -> Splits:

@@ -1,22 +1,23 @@
 """Everything a training run needs to continue after the epoch it stopped at.
 
-A :class:`TrainState` holds the model, optimiser, scheduler and loss-scaler states, the random
-number generators, the history of epochs and the best epoch so far, as plain tensors, numbers
-and dicts (loadable with ``torch.load(..., weights_only=True)``). Restoring it and training on
-gives the same epochs as a run that was never interrupted, on the same device.
+A :class:`TrainState` holds the model, optimiser, scheduler and loss-scaler states, the states of
+the run's own generators (see :class:`~tuner.training.RunGenerators`; the torch one of the
+run's device), the history of epochs and the best epoch so far, as plain tensors, numbers and
+dicts (loadable with ``torch.load(..., weights_only=True)``). Restoring it and training on gives
+the same epochs as a run that was never interrupted, on the same device type.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from tuner._files import write_atomic
 from tuner.training._metrics import Metrics
 
 __all__ = ["TrainState", "load_state", "save_state"]
@@ -35,6 +36,8 @@ class TrainState:
     torch_rng: torch.Tensor
     history: list[dict[str, Any]]
     best: dict[str, Any] | None
+    torch_rng_device: str = "cpu"
+    """The device type of the run's torch generator, whose state ``torch_rng`` is."""
 
     def best_metrics(self) -> Metrics | None:
         return None if self.best is None else Metrics(**self.best["val"])
@@ -45,15 +48,10 @@ def metrics_dict(metrics: Metrics) -> dict[str, Any]:
 
 
 def save_state(state: TrainState, path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(asdict(state), tmp)
-        tmp.replace(path)
-    except BaseException:  # a full disk, or a worker stopped at once by a second signal
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write atomically (:func:`tuner._files.write_atomic`): a reader never sees half a file."""
+    buffer = io.BytesIO()
+    torch.save(asdict(state), buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_state(path: Path) -> TrainState | None:
@@ -66,7 +64,3 @@ def load_state(path: Path) -> TrainState | None:
     except Exception as error:  # a torn or foreign file: unpickling raises many kinds
         logger.warning("ignoring unreadable training state %s (%s)", path, type(error).__name__)
         return None
-
-
-def numpy_state(rng: np.random.Generator) -> dict[str, Any]:
-    return dict(rng.bit_generator.state)

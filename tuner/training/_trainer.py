@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +25,10 @@ from tuner.errors import TrainingError
 from tuner.model import HierarchicalMIL, MILOutput, elasticnet_penalty, entropy_penalty
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
 from tuner.training._metrics import Metrics, classification_metrics
-from tuner.training._state import TrainState, metrics_dict, numpy_state
+from tuner.training._random import RunGenerators
+from tuner.training._state import TrainState, metrics_dict
 
-__all__ = ["EpochCallback", "EpochReport", "Evaluation", "FitResult", "Trainer"]
+__all__ = ["EpochCallback", "EpochReport", "Evaluation", "FitResult", "Trainer", "TrainingRun"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,22 @@ class Trainer:
         bf16 = amp and torch.cuda.is_bf16_supported()
         self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16 if amp else None
 
-    def new_model(self, train_cases: list[str] | tuple[str, ...] | None = None) -> HierarchicalMIL:
-        """A freshly initialised model; inputs standardised with ``train_cases``' statistics."""
+    def new_model(
+        self,
+        train_cases: list[str] | tuple[str, ...] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> HierarchicalMIL:
+        """A freshly initialised model on the trainer's device; inputs standardised with
+        ``train_cases``' statistics. Its weights come from ``generator`` (None: a generator of
+        its own seeded with ``train.seed``); no global generator is read."""
         m = self.config.model
-        torch.manual_seed(self.config.train.seed)
+        if generator is None:
+            generator = torch.Generator(self.device).manual_seed(self.config.train.seed)
         model = HierarchicalMIL(
             self.data.store.dim, self.n_classes, embed_dim=m.embed_dim, attn_dim=m.attn_dim,
-            dropout=m.dropout, gated=m.gated, pooling=m.pooling,
+            dropout=m.dropout, gated=m.gated, pooling=m.pooling, generator=generator,
+            device=self.device,
         )  # fmt: skip
-        model = model.to(self.device)
         if train_cases is not None and m.standardize:
             model.set_input_statistics(*self.data.feature_statistics(train_cases))
         return model
@@ -120,12 +127,28 @@ class Trainer:
             random_views=d.augmented_views and train,
         )  # fmt: skip
 
+    def start(
+        self,
+        train_cases: list[str] | tuple[str, ...],
+        val_cases: list[str] | tuple[str, ...] | None,
+        *,
+        epochs: int | None = None,
+        seed: int | None = None,
+    ) -> TrainingRun:
+        """A new run of this trainer's config (``seed``: instead of ``train.seed``), before its
+        first epoch. :meth:`fit` drives one run; several can be stepped in turn."""
+        return TrainingRun(
+            self, train_cases, val_cases, epochs=epochs or self.config.train.epochs,
+            seed=self.config.train.seed if seed is None else seed,
+        )  # fmt: skip
+
     def fit(
         self,
         train_cases: list[str] | tuple[str, ...],
         val_cases: list[str] | tuple[str, ...] | None,
         *,
         epochs: int | None = None,
+        seed: int | None = None,
         on_epoch: EpochCallback | None = None,
         resume: TrainState | None = None,
         on_checkpoint: Callable[[TrainState], None] | None = None,
@@ -138,62 +161,22 @@ class Trainer:
         """
         t = self.config.train
         started = time.perf_counter()
-        epochs = epochs or t.epochs
-        rng = np.random.default_rng(t.seed)
-        model = self.new_model(train_cases)
-        optimizer = _optimizer(model, self.config)
-        scheduler = _scheduler(optimizer, self.config, epochs)
-        weights = self.class_weights(train_cases)
-        train_sampler = self.sampler(train_cases, train=True)
-        val_sampler = self.sampler(val_cases, train=False) if val_cases else None
-        scaler = torch.amp.GradScaler(enabled=self.autocast_dtype is torch.float16)
-        history: list[EpochReport] = []
-        best: tuple[float, int, Metrics, dict[str, torch.Tensor]] | None = None
+        run = self.start(train_cases, val_cases, epochs=epochs, seed=seed)
         if resume is not None:
-            history, best = _restore(resume, model, optimizer, scheduler, scaler, rng)
+            run.restore(resume)
             logger.info("resuming training after epoch %d", resume.epoch)
         stopped_by = "epochs"
-        for epoch in range(len(history) + 1, epochs + 1):
-            tick = time.perf_counter()
-            train_loss, penalty = self._train_epoch(
-                model, train_sampler, optimizer, scaler, weights, rng, epoch
-            )
-            if val_sampler is not None:
-                val = self.evaluate(model, val_sampler, weights).metrics
-            else:
-                val = Metrics(float("nan"), None, float("nan"), float("nan"), 0)
-            lr = optimizer.param_groups[0]["lr"]
-            report = EpochReport(epoch, train_loss, penalty, val, lr, time.perf_counter() - tick)
-            history.append(report)
-            logger.debug(
-                "epoch %d: train loss %.4f, val loss %.4f, val auc %s, %.2fs",
-                epoch, train_loss, val.loss, val.auc, report.seconds,
-            )  # fmt: skip
-            if val_sampler is not None and not math.isfinite(val.loss):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch}: the validation loss became {val.loss}; "
-                    f"lower train.lr (now {t.lr:g}) or the penalty weights"
-                )
-            if val_sampler is None or best is None or val.loss < best[0]:
-                best = (val.loss, epoch, val, _copy_state(model))
+        while run.epoch < run.epochs:
+            report = run.train_epoch()
             if on_epoch is not None:
                 on_epoch(report)
-            _step_scheduler(scheduler, val.loss)
-            if (
-                val_sampler is not None
-                and t.early_stopping is not None
-                and epoch - best[1] >= t.early_stopping
-            ):
+            run.step_scheduler(report.val.loss)
+            if run.validates and t.early_stopping is not None and run.stale >= t.early_stopping:
                 stopped_by = "early stopping"
                 break
-            if on_checkpoint is not None and epoch < epochs:
-                on_checkpoint(
-                    _capture(epoch, model, optimizer, scheduler, scaler, rng, history, best)
-                )
-        assert best is not None
-        return FitResult(
-            history, best[1], best[2], best[3], stopped_by, time.perf_counter() - started
-        )
+            if on_checkpoint is not None and run.epoch < run.epochs:
+                on_checkpoint(run.state())
+        return run.result(stopped_by, time.perf_counter() - started)
 
     def _train_epoch(
         self,
@@ -202,15 +185,15 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
         weights: torch.Tensor,
-        rng: np.random.Generator,
+        random: RunGenerators,
         epoch: int,
     ) -> tuple[float, float]:
         model.train()
         total = torch.zeros((), device=self.device)
         total_penalty = torch.zeros((), device=self.device)
-        for batch in sampler.batches(rng):
+        for batch in sampler.batches(random.numpy_rng):
             _interrupt.check()
-            output = self._forward(model, batch)
+            output = self._forward(model, batch, random.torch_rng)
             loss = self._loss(output.logits, batch.labels, weights)
             penalty = self._penalty(output)
             optimizer.zero_grad(set_to_none=True)
@@ -261,12 +244,14 @@ class Trainer:
             np.concatenate(attn) if attention else None,
         )  # fmt: skip
 
-    def _forward(self, model: HierarchicalMIL, batch: Batch) -> MILOutput:
+    def _forward(
+        self, model: HierarchicalMIL, batch: Batch, generator: torch.Generator | None = None
+    ) -> MILOutput:
         # the float16 features go in as they are: the model casts them chunk by chunk
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
-            output: MILOutput = model(batch.bags)
+            output: MILOutput = model(batch.bags, generator)
         return output
 
     def _loss(
@@ -292,50 +277,125 @@ class Trainer:
         return torch.zeros((), device=self.device)
 
 
-def _capture(
-    epoch: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    rng: np.random.Generator,
-    history: list[EpochReport],
-    best: tuple[float, int, Metrics, dict[str, torch.Tensor]],
-) -> TrainState:
-    return TrainState(
-        epoch=epoch,
-        model=_copy_state(model),
-        optimizer=optimizer.state_dict(),
-        scheduler=None if scheduler is None else scheduler.state_dict(),
-        scaler=scaler.state_dict(),
-        numpy_rng=numpy_state(rng),
-        torch_rng=torch.get_rng_state(),
-        history=[{**asdict(e), "val": metrics_dict(e.val)} for e in history],
-        best={"loss": best[0], "epoch": best[1], "val": metrics_dict(best[2]), "state": best[3]},
-    )
+Best = tuple[float, int, Metrics, dict[str, torch.Tensor]]
+"""The best epoch so far: its val loss, number, metrics and weights."""
 
 
-def _restore(
-    state: TrainState,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    rng: np.random.Generator,
-) -> tuple[list[EpochReport], tuple[float, int, Metrics, dict[str, torch.Tensor]] | None]:
-    model.load_state_dict(state.model)
-    optimizer.load_state_dict(state.optimizer)
-    if scheduler is not None and state.scheduler is not None:
-        scheduler.load_state_dict(state.scheduler)
-    scaler.load_state_dict(state.scaler)
-    rng.bit_generator.state = state.numpy_rng
-    torch.set_rng_state(state.torch_rng)
-    history = [EpochReport(**{**e, "val": Metrics(**e["val"])}) for e in state.history]
-    best = None
-    if state.best is not None:
-        b = state.best
-        best = (float(b["loss"]), int(b["epoch"]), Metrics(**b["val"]), b["state"])
-    return history, best
+class TrainingRun:
+    """One model in training: weights, optimiser, scheduler, loss scaler, its own generators
+    (:class:`RunGenerators`), the epochs so far and the best of them.
+
+    Nothing of one run is shared with another or with global state, so runs can be stepped in
+    turn in one process; each gives what it gives alone. Made by :meth:`Trainer.start`.
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        train_cases: list[str] | tuple[str, ...],
+        val_cases: list[str] | tuple[str, ...] | None,
+        *,
+        epochs: int,
+        seed: int,
+    ) -> None:
+        self.trainer = trainer
+        self.epochs = epochs
+        self.random = RunGenerators.seeded(seed, trainer.device)
+        self.model = trainer.new_model(train_cases, self.random.torch_rng)
+        self.optimizer = _optimizer(self.model, trainer.config)
+        self.scheduler = _scheduler(self.optimizer, trainer.config, epochs)
+        self.scaler = torch.amp.GradScaler(enabled=trainer.autocast_dtype is torch.float16)
+        self.weights = trainer.class_weights(train_cases)
+        self.train_sampler = trainer.sampler(train_cases, train=True)
+        self.val_sampler = trainer.sampler(val_cases, train=False) if val_cases else None
+        self.history: list[EpochReport] = []
+        self.best: Best | None = None
+
+    @property
+    def epoch(self) -> int:
+        """Epochs trained so far."""
+        return len(self.history)
+
+    @property
+    def validates(self) -> bool:
+        return self.val_sampler is not None
+
+    @property
+    def stale(self) -> int:
+        """Epochs since the best one."""
+        return self.epoch - (self.best[1] if self.best is not None else 0)
+
+    def train_epoch(self) -> EpochReport:
+        """Train one epoch, validate, and record it (the best epoch too); the scheduler is
+        stepped apart (:meth:`step_scheduler`)."""
+        trainer, t = self.trainer, self.trainer.config.train
+        epoch = self.epoch + 1
+        tick = time.perf_counter()
+        train_loss, penalty = trainer._train_epoch(
+            self.model, self.train_sampler, self.optimizer, self.scaler, self.weights,
+            self.random, epoch,
+        )  # fmt: skip
+        if self.val_sampler is not None:
+            val = trainer.evaluate(self.model, self.val_sampler, self.weights).metrics
+        else:
+            val = Metrics(float("nan"), None, float("nan"), float("nan"), 0)
+        lr = self.optimizer.param_groups[0]["lr"]
+        report = EpochReport(epoch, train_loss, penalty, val, lr, time.perf_counter() - tick)
+        self.history.append(report)
+        logger.debug(
+            "epoch %d: train loss %.4f, val loss %.4f, val auc %s, %.2fs",
+            epoch, train_loss, val.loss, val.auc, report.seconds,
+        )  # fmt: skip
+        if self.val_sampler is not None and not math.isfinite(val.loss):
+            raise TrainingError(
+                f"training diverged at epoch {epoch}: the validation loss became {val.loss}; "
+                f"lower train.lr (now {t.lr:g}) or the penalty weights"
+            )
+        if self.val_sampler is None or self.best is None or val.loss < self.best[0]:
+            self.best = (val.loss, epoch, val, _copy_state(self.model))
+        return report
+
+    def step_scheduler(self, val_loss: float) -> None:
+        _step_scheduler(self.scheduler, val_loss)
+
+    def result(self, stopped_by: str, seconds: float) -> FitResult:
+        assert self.best is not None, "no epoch trained"
+        best = self.best
+        return FitResult(self.history, best[1], best[2], best[3], stopped_by, seconds)
+
+    def state(self) -> TrainState:
+        """Everything needed to go on after this epoch (see :class:`TrainState`)."""
+        assert self.best is not None, "no epoch trained"
+        best = self.best
+        return TrainState(
+            epoch=self.epoch,
+            model=_copy_state(self.model),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            numpy_rng=self.random.numpy_state(),
+            torch_rng=self.random.torch_state(),
+            torch_rng_device=self.random.device_type,
+            history=[{**asdict(e), "val": metrics_dict(e.val)} for e in self.history],
+            best={"loss": best[0], "epoch": best[1], "val": metrics_dict(best[2]),
+                  "state": best[3]},
+        )  # fmt: skip
+
+    def restore(self, state: TrainState) -> None:
+        """Continue from ``state``, saved by a run of the same config and cases."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scheduler is not None and state.scheduler is not None:
+            self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        self.random.restore(state.numpy_rng, state.torch_rng, state.torch_rng_device, state.epoch)
+        self.history = [EpochReport(**{**e, "val": Metrics(**e["val"])}) for e in state.history]
+        self.best = None
+        if state.best is not None:
+            b = state.best
+            device = self.trainer.device
+            weights = {k: v.to(device) for k, v in b["state"].items()}
+            self.best = (float(b["loss"]), int(b["epoch"]), Metrics(**b["val"]), weights)
 
 
 def _patch_attention(output: MILOutput, batch: Batch) -> torch.Tensor:
