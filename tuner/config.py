@@ -46,7 +46,13 @@ class SplitConfig(_Section):
         (0.6, 0.2, 0.2), description="train, validation and test share of the cases"
     )
     folds: int | None = Field(
-        None, ge=2, description="k-fold cross-validation instead of one split (null: one split)"
+        None, ge=2, description="outer k folds for 'tuner train', each tested (null: one split)"
+    )
+    cv_folds: int | None = Field(
+        None,
+        ge=2,
+        description="cross-validate on K folds of the non-test cases: a study's objective is "
+        "their mean validation loss (null: one validation split)",
     )
     seed: int = Field(0, description="seed of the split; the same for every trial of a study")
     balance_patches: bool = Field(False, description="also balance the splits by patches per case")
@@ -58,6 +64,12 @@ class SplitConfig(_Section):
     def _fractions_sum_to_one(self) -> SplitConfig:
         if min(self.fractions) <= 0 or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(f"fractions must be positive and sum to 1, but got {self.fractions}")
+        if self.folds is not None and self.cv_folds is not None:
+            raise ValueError(
+                f"folds ({self.folds}, outer folds that each test) and cv_folds "
+                f"({self.cv_folds}, cross-validation of a study) cannot be combined; set one "
+                "of them to null"
+            )
         return self
 
 
@@ -112,7 +124,22 @@ class TrainConfig(_Section):
     )
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm (null: no)")
     refit: bool = Field(
-        False, description="retrain on train+val for the (mean) best epoch count, then test"
+        False,
+        description="outer folds: retrain each on its train+val for the mean best epoch count",
+    )
+    refit_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="train on train+val for this many epochs without validation, then test "
+        "(tuner export of a cross-validated study sets it; null: validate and stop early)",
+    )
+    lr_schedule: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None,
+        description="the learning rate of each epoch, replayed instead of the scheduler (tuner "
+        "export of a cross-validated study sets it; null: the scheduler decides)",
+    )
+    repeats: int = Field(
+        1, ge=1, description="seeds per fold of a cross-validation (cv_folds): seed, seed+1, ..."
     )
     seed: int = Field(0, description="seed of weights, sampling and dropout")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")

@@ -10,6 +10,10 @@ Two schemes:
 - ``kfold``: ``k`` folds from scikit-learn's ``StratifiedKFold``; fold ``i`` tests on part
   ``i``, validates on part ``i + 1`` (mod k) and trains on the rest, so every case is tested
   exactly once.
+- ``cv``: the test cases are held out once (the holdout's test share with the same seed, or a
+  given list), the others are cut into ``k`` stratified folds; split ``i`` validates on fold
+  ``i``, trains on the rest and tests on the held-out cases, the same in every split. A study
+  cross-validates on them without ever seeing the test cases.
 
 With ``balance_patches`` the strata are label x quantile bin of the patch count per case (as the
 cellmil k-fold does for cell counts), so that no split gets all the large cases. Bins are
@@ -34,7 +38,7 @@ __all__ = ["Split", "Splits", "load_splits", "make_splits", "min_cases_per_class
 
 logger = logging.getLogger(__name__)
 
-Scheme = Literal["holdout", "kfold"]
+Scheme = Literal["holdout", "kfold", "cv"]
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,19 @@ def make_splits(
     patch_counts: dict[str, int] | None = None,
     bins: int = 4,
     class_names: tuple[str, ...] | None = None,
+    cv_folds: int | None = None,
+    test: tuple[str, ...] | None = None,
 ) -> Splits:
     """Split cases (``labels``: case -> class index) into train/val/test, stratified by label.
 
-    ``folds``: make k folds instead of one holdout split. ``patch_counts``: also balance the
-    splits by patches per case, using up to ``bins`` quantile bins. The result depends only on
-    the cases, labels, counts and ``seed``, never on the order of ``labels``.
+    ``folds``: make k folds instead of one holdout split. ``cv_folds``: hold the test cases
+    out (``test``, or the holdout's test share) and cut the others into k folds (scheme
+    ``cv``). ``patch_counts``: also balance the splits by patches per case, using up to
+    ``bins`` quantile bins. The result depends only on the cases, labels, counts and ``seed``,
+    never on the order of ``labels``.
     """
+    if cv_folds is not None:
+        return _cv_splits(labels, seed, fractions, cv_folds, patch_counts, bins, class_names, test)
     _check_arguments(labels, fractions, folds, class_names)
     cases = sorted(labels)
     y = np.array([labels[c] for c in cases])
@@ -142,6 +152,49 @@ def make_splits(
         balance_patches=patch_counts is not None,
         splits=splits,
     )
+
+
+def _cv_splits(
+    labels: dict[str, int],
+    seed: int,
+    fractions: tuple[float, float, float],
+    k: int,
+    patch_counts: dict[str, int] | None,
+    bins: int,
+    class_names: tuple[str, ...] | None,
+    test: tuple[str, ...] | None,
+) -> Splits:
+    if test is None:
+        holdout = make_splits(
+            labels, seed=seed, fractions=fractions, patch_counts=patch_counts, bins=bins,
+            class_names=class_names,
+        )  # fmt: skip
+        test = holdout.splits[0].test
+    held_out = set(test)
+    rest = {c: y for c, y in labels.items() if c not in held_out}
+    for cls, n in sorted(Counter(rest.values()).items()):
+        if n < k:
+            name = class_names[cls] if class_names else str(cls)
+            raise DataError(
+                f"data.split.cv_folds is {k} but class {name!r} has only {n} case(s) outside "
+                f"the test split; use at most {n} folds or add cases"
+            )
+    if len(set(rest.values())) < 2:
+        raise DataError("the cases outside the test split all have the same label")
+    cases = sorted(rest)
+    y = np.array([rest[c] for c in cases])
+    counts = None if patch_counts is None else np.array([patch_counts[c] for c in cases])
+    assignment = _fold_assignment(_strata(y, counts, bins, k), k, seed)
+    ordered = tuple(sorted(test))
+    splits = tuple(
+        Split(
+            tuple(c for c, a in zip(cases, assignment, strict=True) if a != i),
+            tuple(c for c, a in zip(cases, assignment, strict=True) if a == i),
+            ordered,
+        )
+        for i in range(k)
+    )
+    return Splits("cv", seed, fractions, k, patch_counts is not None, splits)
 
 
 def _check_arguments(

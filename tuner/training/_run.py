@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,14 @@ from tuner.data import Split, Splits, load_splits, make_splits
 from tuner.errors import DataError, TunerError
 from tuner.features import FeatureStore
 from tuner.training._batches import StoreTensors
+from tuner.training._lockstep import Lockstep, LockstepResult, members_of
 from tuner.training._metrics import with_auc_interval
-from tuner.training._trainer import EpochCallback, Evaluation, FitResult, Trainer
+from tuner.training._trainer import EpochCallback, EpochReport, Evaluation, FitResult, Trainer
 
 __all__ = [
     "FoldResult",
     "RunResult",
+    "cv_summary",
     "default_run_dir",
     "open_store",
     "resolve_splits",
@@ -46,7 +48,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FoldResult:
     fit: FitResult
-    val: Evaluation
+    val: Evaluation | None  # None for a refit, which trains on the validation cases too
     test: Evaluation
     state_dict: dict[str, torch.Tensor]
     class_weights: list[float]  # of the loss: from the cases the model was trained on
@@ -75,21 +77,27 @@ def open_store(config: RunConfig) -> FeatureStore:
 def resolve_splits(config: RunConfig, store: FeatureStore) -> Splits:
     """The config's splits (from its file, or made from the store), checked for every class."""
     s = config.data.split
+    labels = store.labels()
+    counts = store.patch_counts() if s.balance_patches else None
     if s.file is not None:
-        splits = load_splits(s.file)
-        unknown = sorted({c for p in splits.splits for c in _all_cases(p)} - set(store.labels()))
-        if unknown:
-            raise DataError(
-                f"splits file {str(s.file)!r} names cases that are not in the store: "
-                f"{', '.join(unknown[:5])}"
-            )
+        splits = _splits_of_file(s.file, labels)
+        if s.cv_folds is not None:  # the file's test cases held out, the rest cut into folds
+            if len({frozenset(p.test) for p in splits.splits}) > 1:
+                raise DataError(
+                    f"splits file {str(s.file)!r} tests on other cases in each split, but "
+                    "data.split.cv_folds holds one test list out; give a file whose splits "
+                    "share their test cases"
+                )
+            kept = {c: labels[c] for p in splits.splits for c in _all_cases(p)}
+            splits = make_splits(
+                kept, seed=s.seed, cv_folds=s.cv_folds, test=splits.splits[0].test,
+                patch_counts=counts, class_names=store.classes,
+            )  # fmt: skip
     else:
         splits = make_splits(
-            store.labels(), seed=s.seed, fractions=s.fractions, folds=s.folds,
-            patch_counts=store.patch_counts() if s.balance_patches else None,
-            class_names=store.classes,
+            labels, seed=s.seed, fractions=s.fractions, folds=s.folds, cv_folds=s.cv_folds,
+            patch_counts=counts, class_names=store.classes,
         )  # fmt: skip
-    labels = store.labels()
     for number, split in enumerate(splits.splits):
         for name, cases in split.parts().items():
             present = {labels[c] for c in cases}
@@ -101,6 +109,23 @@ def resolve_splits(config: RunConfig, store: FeatureStore) -> Splits:
                         "other split fractions or another data.split.seed"
                     )
     _warn_small(splits, labels, store.classes)
+    return splits
+
+
+def _splits_of_file(path: Path, labels: dict[str, int]) -> Splits:
+    """The splits of a file, checked: known cases, and no test case among the others."""
+    where = f"splits file {str(path)!r}"
+    splits = load_splits(path)
+    unknown = sorted({c for p in splits.splits for c in _all_cases(p)} - set(labels))
+    if unknown:
+        raise DataError(f"{where} names cases that are not in the store: {', '.join(unknown[:5])}")
+    for number, split in enumerate(splits.splits):
+        both = sorted(set(split.test) & (set(split.train) | set(split.val)))
+        if both:
+            raise DataError(
+                f"{where}: split {number} tests on cases it also trains or validates on "
+                f"({', '.join(both[:5])}); a case belongs to one part"
+            )
     return splits
 
 
@@ -144,15 +169,32 @@ def train_run(
     config.data.checksum = store.checksum
     data = StoreTensors.load(store, device)
     trainer = Trainer(config, data, device)
-    folds = [
-        _train_fold(trainer, split, number, len(splits.splits), on_epoch, progress)
-        for number, split in enumerate(splits.splits)
-    ]
-    if config.train.refit:
-        mean_best = round(statistics.mean(f.fit.best_epoch for f in folds))
-        for fold, split in zip(folds, splits.splits, strict=True):
-            _refit(trainer, fold, split, mean_best)
+    t = config.train
+    cv: LockstepResult | None = None
+    if config.data.split.cv_folds is not None:
+        cv = _cross_validate(trainer, splits, on_epoch, progress)
+        replay = config.model_copy(deep=True)
+        replay.train.lr_schedule = cv.lrs[: cv.best_epoch]
+        refit = Trainer(replay, data, device)
+        folds = [_refit_fold(refit, splits.splits[0], cv.best_epoch)]
+    elif t.refit_epochs is not None:
+        folds = [_refit_fold(trainer, split, t.refit_epochs) for split in splits.splits]
+    else:
+        folds = [
+            _train_fold(trainer, split, number, len(splits.splits), on_epoch, progress)
+            for number, split in enumerate(splits.splits)
+        ]
+        if t.refit:
+            mean_best = round(statistics.mean(f.fit.best_epoch for f in folds))
+            for number, split in enumerate(splits.splits):  # the fold's val stays its own
+                again = _refit_fold(trainer, split, mean_best)
+                folds[number] = replace(
+                    folds[number], test=again.test, state_dict=again.state_dict,
+                    class_weights=again.class_weights, refit_epochs=mean_best,
+                )  # fmt: skip
     metrics = _metrics(folds, config)
+    if cv is not None:
+        metrics["cv"] = cv_summary(cv)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -174,24 +216,9 @@ def _train_fold(
     on_epoch: EpochCallback | None,
     progress: bool,
 ) -> FoldResult:
-    from tqdm import tqdm
-
     name = f"fold {number + 1}/{n_folds}" if n_folds > 1 else "training"
-    bar = tqdm(
-        total=trainer.config.train.epochs,
-        desc=name,
-        unit="epoch",
-        disable=None if progress else True,
-    )
-
-    def report(epoch: Any) -> None:
-        bar.update(1)
-        bar.set_postfix(val_loss=f"{epoch.val.loss:.4f}", auc=epoch.val.auc)
-        if on_epoch is not None:
-            on_epoch(epoch)
-
-    with bar:
-        fit = trainer.fit(split.train, split.val, on_epoch=report)
+    with _EpochBar(name, trainer.config.train.epochs, on_epoch, progress) as bar:
+        fit = trainer.fit(split.train, split.val, on_epoch=bar.report)
     logger.info(
         "%s: best epoch %d of %d (%s), val loss %.4f, val auc %s",
         name, fit.best_epoch, len(fit.history), fit.stopped_by, fit.best_val.loss,
@@ -208,6 +235,74 @@ def _train_fold(
     return FoldResult(fit, val, test, fit.state_dict, weights.tolist())
 
 
+class _EpochBar:
+    """A progress bar of epochs that passes each epoch on to ``on_epoch``."""
+
+    def __init__(
+        self, name: str, epochs: int, on_epoch: EpochCallback | None, progress: bool
+    ) -> None:
+        from tqdm import tqdm
+
+        self.on_epoch = on_epoch
+        self.bar = tqdm(total=epochs, desc=name, unit="epoch", disable=None if progress else True)
+
+    def __enter__(self) -> _EpochBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def report(self, epoch: EpochReport) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(val_loss=f"{epoch.val.loss:.4f}", auc=epoch.val.auc)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
+
+
+def _cross_validate(
+    trainer: Trainer, splits: Splits, on_epoch: EpochCallback | None, progress: bool
+) -> LockstepResult:
+    """Train every fold (and repeat) in lockstep; log the cross-validated estimate."""
+    t = trainer.config.train
+    lockstep = Lockstep(trainer, members_of(splits, repeats=t.repeats, seed=t.seed))
+    name = f"{len(splits.splits)}-fold cv" + (f" x {t.repeats} seeds" if t.repeats > 1 else "")
+    with _EpochBar(name, t.epochs, on_epoch, progress) as bar:
+        cv = lockstep.fit(on_epoch=bar.report)
+    logger.info(
+        "%s: mean val loss %.4f (fold spread %.4f) at the common best epoch %d of %d (%s)",
+        name, cv.value, cv.spread(), cv.best_epoch, len(cv.history), cv.stopped_by,
+    )  # fmt: skip
+    return cv
+
+
+def cv_summary(cv: LockstepResult) -> dict[str, Any]:
+    """The cross-validated estimate of a lockstep: what a study records and export carries."""
+    return {
+        "value": cv.value,
+        "cv_epoch": cv.best_epoch,
+        "cv_losses": cv.fold_losses(),
+        "cv_spread": cv.spread(),
+        "folds": len(cv.fold_losses()),
+        "repeats": len(cv.members) // len(cv.fold_losses()),
+        "lrs": cv.lrs[: cv.best_epoch],
+    }
+
+
+def _refit_fold(trainer: Trainer, split: Split, epochs: int) -> FoldResult:
+    """Train on train+val for ``epochs`` without validation, then test."""
+    cases = split.train + split.val
+    fit = trainer.fit(cases, None, epochs=epochs)
+    model = trainer.new_model()
+    model.load_state_dict(fit.state_dict)
+    weights = trainer.class_weights(cases)
+    test = _test(trainer, model, split.test, weights)
+    logger.info(
+        "refit on train+val for %d epochs: test loss %.4f, test auc %s",
+        epochs, test.metrics.loss, test.metrics.auc_text(),
+    )  # fmt: skip
+    return FoldResult(fit, None, test, fit.state_dict, weights.tolist(), refit_epochs=epochs)
+
+
 def _test(
     trainer: Trainer, model: Any, cases: tuple[str, ...], weights: torch.Tensor
 ) -> Evaluation:
@@ -217,28 +312,12 @@ def _test(
     return test
 
 
-def _refit(trainer: Trainer, fold: FoldResult, split: Split, epochs: int) -> None:
-    """Retrain on train+val for ``epochs`` and replace the fold's test results and weights."""
-    cases = split.train + split.val
-    fit = trainer.fit(cases, None, epochs=epochs)
-    model = trainer.new_model()
-    model.load_state_dict(fit.state_dict)
-    weights = trainer.class_weights(cases)
-    fold.test = _test(trainer, model, split.test, weights)
-    fold.state_dict = fit.state_dict
-    fold.class_weights = weights.tolist()
-    fold.refit_epochs = epochs
-    logger.info(
-        "refit on train+val for %d epochs: test auc %s", epochs, fold.test.metrics.auc_text()
-    )
-
-
 def _metrics(folds: list[FoldResult], config: RunConfig) -> dict[str, Any]:
     per_fold = [_fold_metrics(f) for f in folds]
     if len(folds) == 1:
         return {"tuner_version": tuner.__version__, **per_fold[0]}
     summary: dict[str, Any] = {"tuner_version": tuner.__version__, "folds": per_fold}
-    for part in ("val", "test"):
+    for part in ("val", "test") if all(f.val is not None for f in folds) else ("test",):
         for stat, fn in (("mean", statistics.mean), ("std", statistics.stdev)):
             summary.setdefault(stat, {})[part] = {
                 key: _agg(fn, [fold[part][key] for fold in per_fold])
@@ -260,7 +339,7 @@ def _fold_metrics(fold: FoldResult) -> dict[str, Any]:
         "stopped_by": fold.fit.stopped_by,
         "seconds": round(fold.fit.seconds, 2),
         "refit_epochs": fold.refit_epochs,
-        "val": fold.val.metrics.as_dict(),
+        "val": None if fold.val is None else fold.val.metrics.as_dict(),
         "test": fold.test.metrics.as_dict(),
         "history": history,
     }

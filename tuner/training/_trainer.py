@@ -8,6 +8,7 @@ leaves :meth:`Trainer.fit` untouched. Between batches it stops if a worker was a
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -370,7 +371,7 @@ class TrainingRun:
         return TrainState(
             epoch=self.epoch,
             model=_copy_state(self.model),
-            optimizer=self.optimizer.state_dict(),
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not live tensors
             scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             numpy_rng=self.random.numpy_state(),
@@ -429,6 +430,11 @@ def _scheduler(
     optimizer: torch.optim.Optimizer, config: RunConfig, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     t = config.train
+    if t.lr_schedule is not None:  # a refit replays the schedule its cross-validation found
+        schedule, base = t.lr_schedule, t.lr
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: schedule[min(epoch, len(schedule) - 1)] / base
+        )
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=t.plateau_factor, patience=t.plateau_patience
