@@ -110,7 +110,8 @@ def test_a_lockstep_resumes_every_member_from_its_checkpoint(
     members = members_of(cv_splits(store), repeats=2)
     saved: list[list[TrainState]] = []
     unbroken = Lockstep(trainer, members).fit(on_checkpoint=saved.append)
-    assert len(saved) == 3 and all(len(states) == 6 for states in saved)
+    assert len(saved) == 3
+    assert all(len(states) == 6 for states in saved)
     resumed = Lockstep(trainer, members).fit(resume=saved[1])
     assert [e.val.loss for e in resumed.history] == [e.val.loss for e in unbroken.history]
     for a, b in zip(resumed.runs, unbroken.runs, strict=True):
@@ -129,7 +130,8 @@ def test_train_with_cv_folds_refits_on_every_non_test_case_for_the_common_best_e
     assert result.code == 0, result.err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     cv = metrics["cv"]
-    assert cv["folds"] == 3 and len(cv["cv_losses"]) == 3
+    assert cv["folds"] == 3
+    assert len(cv["cv_losses"]) == 3
     assert metrics["refit_epochs"] == cv["cv_epoch"] == len(cv["lrs"])
     assert metrics["epochs_run"] == cv["cv_epoch"]
     assert metrics["val"] is None
