@@ -143,3 +143,11 @@ def test_quickstart_runs_the_whole_flow(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list((folder / "runs").iterdir())) == 2
+
+
+def test_pruner_and_sampler_names_have_one_home() -> None:
+    from tuner.cli._study import PRUNER, SAMPLER
+    from tuner.study._choices import PRUNERS, SAMPLERS
+
+    assert tuple(PRUNER.choices) == PRUNERS == ("median", "asha", "hyperband", "none")
+    assert tuple(SAMPLER.choices) == SAMPLERS == ("tpe", "random", "cmaes")

@@ -15,6 +15,7 @@ from tuner.config import (
     default_config_yaml,
     load_config,
     parse_config,
+    set_path,
 )
 from tuner.errors import ConfigError
 
@@ -97,6 +98,24 @@ def test_dotted_overrides() -> None:
         apply_overrides(base, {"train.nope": 1}, source="trial")
     with pytest.raises(ConfigError, match=r"model\.dropout"):
         apply_overrides(base, {"model.dropout": 2.0}, source="trial")
+
+
+def test_set_path_validates_on_the_typed_config() -> None:
+    config = parse_config({"data": {"features": "s"}})
+    set_path(config, "train.lr", 0.01, source="trial")
+    set_path(config, "data.split.fractions", [0.5, 0.25, 0.25], source="trial")
+    assert config.train.lr == 0.01
+    assert config.data.split.fractions == (0.5, 0.25, 0.25)
+    with pytest.raises(ConfigError, match=r"trial: data\.split: fractions must .*0\.5\)$"):
+        set_path(config, "data.split.fractions", [0.5, 0.5, 0.5], source="trial")
+    assert config.data.split.fractions == (0.5, 0.25, 0.25)
+    with pytest.raises(ConfigError, match=r"trial: 'train\.lr\.x' is not a config key"):
+        set_path(config, "train.lr.x", 1, source="trial")
+    with pytest.raises(ConfigError, match=r"trial: 'nope\.lr' is not a config key"):
+        set_path(config, "nope.lr", 1, source="trial")
+    with pytest.raises(ConfigError, match=r"trial: train\.lr: Input should be greater than 0"):
+        set_path(config, "train.lr", -1.0, source="trial")
+    assert config.train.lr == 0.01, "a refused value leaves the config as it was"
 
 
 def test_to_dict_is_plain_yaml() -> None:

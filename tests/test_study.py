@@ -204,6 +204,32 @@ def test_missing_study_is_named(tmp_path: Path) -> None:
         load_settings(storage, "nope")
 
 
+def test_damaged_or_foreign_settings_are_one_study_error(
+    tmp_path: Path, store: FeatureStore
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    good = storage.get_study_system_attrs(storage.get_study_id_from_name("s"))[SETTINGS_KEY]
+    assert load_settings(storage, "s").to_json() == good, "stored settings load as they were"
+    damaged = [
+        "not a mapping",
+        {**good, "budget": 0},
+        {**good, "pruner": "sometimes"},
+        {**good, "space": {"params": []}},
+        {**good, "base_config": {"train": {"lr": 1}}},
+        {**good, "splits": None},
+        {**good, "unknown": 1},
+        {k: v for k, v in good.items() if k != "features"},
+    ]
+    for number, raw in enumerate(damaged):
+        optuna.create_study(study_name=f"d{number}", storage=storage)
+        study_id = storage.get_study_id_from_name(f"d{number}")
+        storage.set_study_system_attr(study_id, SETTINGS_KEY, raw)
+        with pytest.raises(StudyError, match="has damaged or foreign tuner settings") as info:
+            load_settings(storage, f"d{number}")
+        assert "\n" not in str(info.value)
+
+
 def test_slurm_script(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TUNER_STORAGE", raising=False)
     script = slurm_script(

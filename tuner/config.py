@@ -8,11 +8,13 @@ the key, not a silently ignored setting. Relative paths are read relative to the
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from tuner._files import write_atomic
 from tuner.errors import ConfigError
@@ -27,11 +29,13 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_fields",
     "config_keys",
     "default_config_yaml",
     "load_config",
     "parse_config",
     "save_config",
+    "set_path",
 ]
 
 NonNegative = Annotated[float, Field(ge=0)]
@@ -223,41 +227,63 @@ def save_config(config: RunConfig, path: Path | str, *, header: str = "") -> Non
     write_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, Any]:
-    """Every leaf key of the config as a dotted path, with its annotation."""
-    keys: dict[str, Any] = {}
+def config_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, FieldInfo]:
+    """Every leaf key of the config as a dotted path, with its pydantic field."""
+    fields: dict[str, FieldInfo] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys.update(config_keys(annotation, f"{prefix}{name}."))
+            fields.update(config_fields(annotation, f"{prefix}{name}."))
         else:
-            keys[f"{prefix}{name}"] = annotation
-    return keys
+            fields[f"{prefix}{name}"] = field
+    return fields
+
+
+def config_keys() -> dict[str, Any]:
+    """Every leaf key of the config as a dotted path, with its annotation."""
+    return {key: field.annotation for key, field in config_fields().items()}
 
 
 def allowed_values(key: str) -> tuple[Any, ...] | None:
     """The choices of a ``Literal`` key (``train.optimizer``), or None for an open key."""
-    annotation = config_keys().get(key)
+    field = config_fields().get(key)
+    annotation = field.annotation if field is not None else None
     if annotation is bool:
         return (False, True)
     args = get_args(annotation)
     return args if args and all(isinstance(a, str) for a in args) else None
 
 
-def apply_overrides(config: RunConfig, overrides: dict[str, Any], *, source: str) -> RunConfig:
-    """A new config with dotted keys (``train.lr``) set; validated as a whole."""
-    data = config.to_dict()
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node = data
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"{source}: {key!r} is not a config key")
-            node = node[part]
-        if parts[-1] not in node:
+def set_path(config: RunConfig, key: str, value: Any, *, source: str) -> None:
+    """Set the dotted ``key`` (``train.lr``) of ``config`` in place, validated by its section.
+
+    The one way a value gets into a config after parsing: the section's validated assignment
+    checks the value (and the section's own rules); an unknown key is refused.
+    """
+    *parents, leaf = key.split(".")
+    node: BaseModel = config
+    for part in parents:
+        child = getattr(node, part, None) if part in type(node).model_fields else None
+        if not isinstance(child, BaseModel):
             raise ConfigError(f"{source}: {key!r} is not a config key")
-        node[parts[-1]] = value
-    return parse_config(data, source=source)
+        node = child
+    if leaf not in type(node).model_fields:
+        raise ConfigError(f"{source}: {key!r} is not a config key")
+    before = getattr(node, leaf)
+    try:
+        setattr(node, leaf, value)
+    except ValidationError as exc:
+        # pydantic keeps the value when a section's model validator refuses it: put back the old
+        node.__dict__[leaf] = before
+        raise ConfigError(_describe(exc, source, prefix=parents)) from None
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], *, source: str) -> RunConfig:
+    """A copy of ``config`` with dotted keys (``train.lr``) set by :func:`set_path`."""
+    changed = config.model_copy(deep=True)
+    for key, value in overrides.items():
+        set_path(changed, key, value, source=source)
+    return changed
 
 
 def default_config_yaml(features: Path, *, checksum: str | None = None) -> str:
@@ -287,20 +313,22 @@ def _commented(model: type[BaseModel], values: dict[str, Any], depth: int) -> li
     return lines
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, *, prefix: Sequence[str] = ()) -> str:
     errors = exc.errors()
     first = errors[0]
-    key = ".".join(str(p) for p in first["loc"])
+    loc = (*prefix, *first["loc"])
+    key = ".".join(str(p) for p in loc)
     kind = first["type"]
     if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in first["loc"][:-1])
+        parent = ".".join(str(p) for p in loc[:-1])
         known = _known_keys(parent)
         text = f"unknown key {key!r}" + (f" (known: {', '.join(known)})" if known else "")
     elif kind == "missing":
         text = f"missing key {key!r}"
     else:
         message = first["msg"].removeprefix("Value error, ")
-        text = f"{key}: {message}, but got {first.get('input')!r}"
+        got = "" if "but got" in message else f", but got {first.get('input')!r}"
+        text = f"{key}: {message}{got}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{source}: {text}{more}"
 

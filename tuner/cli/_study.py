@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from tuner.cli._options import PATH
+from tuner.study._choices import PRUNERS, SAMPLERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("tuner.cli")
 
-PRUNER = click.Choice(["median", "asha", "hyperband", "none"])  # tuner.study.PRUNERS, SAMPLERS
-SAMPLER = click.Choice(["tpe", "random", "cmaes"])  # (not imported here: that imports Optuna)
+PRUNER = click.Choice(PRUNERS)
+SAMPLER = click.Choice(SAMPLERS)
 
 INTERACTIVE_RETRY_SECONDS = 15.0
 """How long a command a person waits on (status, export, ...) retries an unreachable database."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tuner.study._settings import (
     SAMPLERS,
     SETTINGS_KEY,
     StudySettings,
+    load_settings,
 )
 from tuner.training import resolve_splits
 
@@ -80,10 +80,10 @@ def create_study(
     search.validate(base, source=f"search space {str(space or 'default')!r}")
     splits = resolve_splits(base, store)
     settings = StudySettings(
-        space=search.to_dict(),
-        base_config=base.to_dict(),
+        search=search,
+        base=base,
         features={"path": str(store.path.resolve()), "checksum": store.checksum},
-        splits=splits.to_dict(),
+        splits=splits,
         budget=trials,
         pruner=pruner,
         sampler=sampler,
@@ -106,13 +106,13 @@ def create_study(
             )
         if study.direction != optuna.study.StudyDirection.MINIMIZE:
             raise StudyError(f"study {name!r} exists and maximises; choose another name")
-        storage.set_study_system_attr(study_id, SETTINGS_KEY, asdict(settings))
+        storage.set_study_system_attr(study_id, SETTINGS_KEY, settings.to_json())
         _describe_for_dashboard(storage, study_id, settings)
         logger.info(
             "created study %s: %d trials, %s sampler, %s pruner", name, trials, sampler, pruner
         )
         return CreateResult(settings, created=True)
-    old = StudySettings(**existing)
+    old = load_settings(storage, name)
     differs = [k for k, v in settings.comparable().items() if old.comparable()[k] != v]
     if differs:
         raise StudyError(
@@ -173,7 +173,7 @@ def _describe_for_dashboard(
         "sampler": settings.sampler,
         "pruner": settings.pruner,
         "features": settings.features["path"],
-        "parameters": ", ".join(settings.space),
+        "parameters": ", ".join(settings.search.keys()),
         "epochs": settings.epochs,
         "max_retries": settings.max_retries,
         "tuner_version": settings.tuner_version,

@@ -33,8 +33,8 @@ def best_config(
             f"({shlex.join(['tuner', 'worker', name])})"
         )
     best = min(complete, key=lambda t: float(t.value or 0.0))
-    overrides = settings.search_space().overrides_of(best.params)
-    config = apply_overrides(settings.config(), overrides, source=f"trial {best.number}")
+    overrides = settings.search.overrides_of(best.params)
+    config = apply_overrides(settings.base, overrides, source=f"trial {best.number}")
     config.provenance = {
         "study": name,
         "trial": best.number,

@@ -26,7 +26,7 @@ import yaml
 
 from tuner.errors import PERMANENT_EXIT_CODE, ConfigError, TunerError
 from tuner.storage import resolve_url
-from tuner.study._settings import PRUNERS, SAMPLERS
+from tuner.study._choices import PRUNERS, SAMPLERS
 
 __all__ = ["K8sOptions", "k8s_manifests", "object_prefix"]
 

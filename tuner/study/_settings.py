@@ -9,25 +9,29 @@ optuna-dashboard shows it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypedDict
 
-from tuner.config import RunConfig, parse_config
+from tuner.config import RunConfig
 from tuner.data import Split, Splits
 from tuner.errors import StudyError
 from tuner.search import SearchSpace
+from tuner.study._choices import PRUNERS, SAMPLERS, PrunerName, SamplerName
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
+    "PrunerName",
+    "SamplerName",
+    "StoreRef",
     "StudySettings",
     "load_settings",
     "make_pruner",
@@ -35,59 +39,80 @@ __all__ = [
 ]
 
 SETTINGS_KEY = "tuner:settings"
-PRUNERS = ("median", "asha", "hyperband", "none")
-SAMPLERS = ("tpe", "random", "cmaes")
 DEFAULT_MAX_RETRIES = 3
 """Retries of a slot after its worker died (studies created before the setting have it too)."""
 
+_NOT_THE_STUDY = {"tuner_version", "created", "checkpoints"}  # where it lives, not what it is
 
-@dataclass(frozen=True)
-class StudySettings:
-    space: dict[str, Any]
-    base_config: dict[str, Any]
-    features: dict[str, str]  # path, checksum
-    splits: dict[str, Any]
-    budget: int
-    pruner: str
-    sampler: str
+
+class StoreRef(TypedDict):
+    """The feature store a study was created with: where it was, and its checksum."""
+
+    path: str
+    checksum: str
+
+
+class StudySettings(BaseModel):
+    """Everything a worker needs, validated when the study is created and when it is loaded.
+
+    Stored as JSON (``model_dump(mode="json", by_alias=True)``) under :data:`SETTINGS_KEY`;
+    the base config and the space keep their names there (``base_config``, ``space``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    search: SearchSpace = Field(alias="space")
+    base: RunConfig = Field(alias="base_config")
+    features: StoreRef
+    splits: Splits
+    budget: int = Field(ge=1)
+    pruner: PrunerName
+    sampler: SamplerName
     seed: int
     tuner_version: str
     created: str
     checkpoints: str | None = None  # folder shared by workers; None: retries start over
-    max_retries: int = DEFAULT_MAX_RETRIES  # retries after deaths; interrupts do not count
+    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0)  # after deaths; interrupts do not count
+
+    def to_json(self) -> dict[str, Any]:
+        """The value stored in the study's system attributes."""
+        data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
+        return data
 
     def comparable(self) -> dict[str, Any]:
         """What must agree for a second ``study create`` to be the same study (as JSON)."""
-        data = asdict(self)
-        for key in ("tuner_version", "created", "checkpoints"):  # not the study, where it lives
-            data.pop(key)
+        data = {k: v for k, v in self.to_json().items() if k not in _NOT_THE_STUDY}
         data["features"] = {"checksum": self.features["checksum"]}
-        data["base_config"] = _without_store_path(self.base_config)
-        plain: dict[str, Any] = json.loads(json.dumps(data))
-        return plain
+        data["base_config"]["data"].pop("features", None)  # the store may move; its checksum
+        return data
 
     def config(self) -> RunConfig:
-        return parse_config(self.base_config, source="the study's base config")
+        """The base config (each trial applies its parameters to a copy)."""
+        return self.base
 
     def search_space(self) -> SearchSpace:
-        return SearchSpace.from_dict(self.space, source="the study's search space")
+        return self.search
 
     def split(self) -> Split:
-        return Splits.from_dict(self.splits).splits[0]
+        return self.splits.splits[0]
 
     @property
     def epochs(self) -> int:
-        return int(self.base_config["train"]["epochs"])
+        return self.base.train.epochs
 
+    @property
+    def space(self) -> dict[str, Any]:
+        """The space as in its YAML file (a view for display, e.g. the report)."""
+        return self.search.to_dict()
 
-def _without_store_path(config: dict[str, Any]) -> dict[str, Any]:
-    data = {**config, "data": {**config["data"]}}
-    data["data"].pop("features", None)
-    return data
+    @property
+    def base_config(self) -> dict[str, Any]:
+        """The base config as plain YAML values (a view for display, e.g. the report)."""
+        return self.base.to_dict()
 
 
 def load_settings(storage: BaseStorage, study_name: str) -> StudySettings:
-    """The settings of a study made by ``tuner study create``."""
+    """The settings of a study made by ``tuner study create``, validated."""
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
@@ -101,7 +126,15 @@ def load_settings(storage: BaseStorage, study_name: str) -> StudySettings:
             f"study {study_name!r} was not created by 'tuner study create' (it has no tuner "
             "settings); create a new study with tuner"
         )
-    return StudySettings(**raw)
+    try:
+        return StudySettings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise StudyError(
+            f"study {study_name!r} has damaged or foreign tuner settings ({where}: "
+            f"{first['msg']}); recreate it with this version of 'tuner study create'"
+        ) from None
 
 
 def make_sampler(

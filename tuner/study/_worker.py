@@ -66,8 +66,8 @@ class TrainingObjective:
     ) -> None:
         self.settings = settings
         self.checkpoints = checkpoints
-        self.space = settings.search_space()
-        self.base = settings.config()
+        self.space = settings.search
+        self.base = settings.base
         self.split = settings.split()
         self.data = data
         self.device = device
