@@ -61,3 +61,26 @@ def write_png16(path: Path, values: np.ndarray) -> Path:
         + chunk(b"IEND", b"")
     )  # fmt: skip
     return path
+
+
+def make_signal_store(folder: Path, *, cases: int = 24, dim: int = 32, seed: int = 0) -> Path:
+    """A store a model can learn in a few epochs: imported embeddings, two slices per case,
+    where a few patches of each positive case stand out in some features (a MIL signal)."""
+    from tuner.features import import_embeddings
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, labels = ["case,stain,slice,path"], ["case,label"]
+    for number in range(cases):
+        case, positive = f"S{number:03d}", number % 2 == 1
+        labels.append(f"{case},{'high_grade' if positive else 'benign'}")
+        for slice_ in (1, 2):
+            values = rng.normal(size=(16, dim)).astype(np.float32)
+            if positive and slice_ == 1:
+                values[:3, :8] += 2.5
+            np.save(folder / f"{case}-{slice_}.npy", values)
+            rows.append(f"{case},HE,{slice_},{case}-{slice_}.npy")
+    (folder / "slides.csv").write_text("\n".join(rows) + "\n")
+    (folder / "labels.csv").write_text("\n".join(labels) + "\n")
+    import_embeddings(folder / "slides.csv", folder / "labels.csv", folder / "features")
+    return folder / "features"

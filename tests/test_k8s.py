@@ -203,7 +203,7 @@ def test_object_names_are_dns_labels_and_distinct(study: str) -> None:
         ({"features_claim": "My_Claim"}, "features_claim 'My_Claim' is not a Kubernetes"),
         ({"secret": "db password"}, "secret 'db password' is not a Kubernetes object name"),
         ({"image": "tuner latest"}, "is not an image reference"),
-        ({"pruner": "best"}, "pruner must be one of median, asha, hyperband, none"),
+        ({"pruner": "best"}, "pruner must be one of median, asha, hyperband, chance, none"),
     ],
 )
 def test_bad_options_are_refused_with_the_fix(change: dict[str, Any], message: str) -> None:

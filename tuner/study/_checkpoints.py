@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from tuner.study._slots import group_slots, slot_of
-from tuner.training import TrainState, load_state, save_state
+from tuner.training import TrainState, load_states, save_states
 
 __all__ = ["Checkpoints"]
 
@@ -39,11 +39,12 @@ class Checkpoints:
     def path(self, slot: int) -> Path:
         return self.folder / f"slot-{slot}.pt"
 
-    def load(self, slot: int) -> TrainState | None:
-        return load_state(self.path(slot))
+    def load(self, slot: int) -> list[TrainState] | None:
+        """The states of the slot's runs (one, or every member of a cross-validation)."""
+        return load_states(self.path(slot))
 
-    def save(self, slot: int, state: TrainState) -> None:
-        save_state(state, self.path(slot))
+    def save(self, slot: int, states: list[TrainState]) -> None:
+        save_states(states, self.path(slot))
 
     def sweep(self, study: optuna.Study, max_retries: int) -> list[int]:
         """Delete the files of finished slots, except the best trial's; return their slots.

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 __all__ = ["PRUNERS", "SAMPLERS", "PrunerName", "SamplerName"]
 
-PrunerName = Literal["median", "asha", "hyperband", "none"]
+PrunerName = Literal["median", "asha", "hyperband", "chance", "none"]
 SamplerName = Literal["tpe", "random", "cmaes"]
 PRUNERS: tuple[PrunerName, ...] = get_args(PrunerName)
 SAMPLERS: tuple[SamplerName, ...] = get_args(SamplerName)

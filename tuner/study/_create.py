@@ -159,8 +159,14 @@ def _base_config(path: Path | None, store: FeatureStore) -> RunConfig:
     base.data.checksum = store.checksum
     if base.data.split.folds is not None:
         raise StudyError(
-            "a study tunes on one train/validation split; set data.split.folds to null in the "
-            "base config (use k folds for the final 'tuner train' instead)"
+            "a study tunes on one train/validation split, or cross-validates with "
+            "data.split.cv_folds; set data.split.folds to null in the base config (use outer "
+            "folds for the final 'tuner train' instead)"
+        )
+    if base.train.refit_epochs is not None:
+        raise StudyError(
+            "train.refit_epochs trains without validation, which a study needs; set it to null "
+            "in the base config"
         )
     return base
 

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tuner
 from tuner.config import RunConfig, apply_overrides, save_config
+from tuner.data import Splits
 from tuner.errors import StudyError
 from tuner.study._settings import load_settings
 
@@ -22,8 +23,9 @@ __all__ = ["best_config", "export_best", "export_trials"]
 
 def best_config(
     storage: BaseStorage, name: str, *, storage_url: str
-) -> tuple[RunConfig, FrozenTrial]:
-    """The study's base config with the best trial's parameters, and that trial."""
+) -> tuple[RunConfig, FrozenTrial, Splits | None]:
+    """The study's base config with the best trial's parameters, that trial, and for a
+    cross-validated study the split its refit trains and tests on (see :func:`_as_refit`)."""
     settings = load_settings(storage, name)
     study = optuna.load_study(study_name=name, storage=storage)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -45,16 +47,48 @@ def best_config(
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         "tuner_version": tuner.__version__,
     }
-    return config, best
+    if settings.splits.scheme != "cv":
+        return config, best, None
+    return config, best, _as_refit(config, best, settings.splits)
+
+
+def _as_refit(config: RunConfig, best: FrozenTrial, splits: Splits) -> Splits:
+    """Turn the config of a cross-validated trial into its refit: all non-test cases for the
+    common best epoch, replaying the common learning-rate schedule, tested on the held-out
+    cases the study never saw. Returns that split (train and val: every non-test case)."""
+    attrs = best.user_attrs
+    assert config.provenance is not None
+    config.provenance["cv"] = {
+        "mean": best.value,
+        "spread": attrs.get("cv_spread"),
+        "folds": attrs.get("cv_losses"),
+        "cv_epoch": attrs["cv_epoch"],
+        "repeats": config.train.repeats,
+    }
+    config.data.split.cv_folds = None
+    config.train.refit_epochs = int(attrs["cv_epoch"])
+    config.train.lr_schedule = [float(lr) for lr in attrs["lrs"]]
+    config.train.repeats = 1
+    return Splits(
+        "holdout", splits.seed, splits.fractions, None, splits.balance_patches, splits.splits[:1]
+    )
 
 
 def export_best(storage: BaseStorage, name: str, out: Path, *, storage_url: str) -> FrozenTrial:
-    config, best = best_config(storage, name, storage_url=storage_url)
+    config, best, held_out = best_config(storage, name, storage_url=storage_url)
     header = (
         f"# Best configuration of study {name!r} (trial {best.number}, val loss "
         f"{best.value:.4f}),\n# exported by tuner {tuner.__version__}. Train the final model "
         f"with\n#   tuner train --config {shlex.quote(out.name)}\n"
     )
+    if held_out is not None:  # a cross-validated study: its test cases travel with the config
+        splits_file = out.with_name(out.stem + ".splits.json")
+        held_out.save(splits_file)
+        config.data.split.file = Path(splits_file.name)
+        header += (
+            f"# A refit: {config.train.refit_epochs} epochs on every case but the held-out test "
+            f"cases of {splits_file.name}.\n"
+        )
     save_config(config, out, header=header)
     return best
 

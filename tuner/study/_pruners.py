@@ -20,6 +20,7 @@ wrapping.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import optuna
@@ -49,10 +50,17 @@ class ChanceRule:
         """Whether ``trial``, past the warm-up, never went clearly below its chance loss."""
         chance = trial.user_attrs.get(CHANCE_KEY)
         step = trial.last_step
-        if chance is None or step is None or step < self.warmup:
+        if chance is None or step is None:
             return False
-        values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
-        return not values or min(values) > (1 - self.margin) * float(chance)
+        return self.flat(float(chance), step, trial.intermediate_values.values())
+
+    def flat(self, chance: float, epoch: int, losses: Iterable[float]) -> bool:
+        """Whether a curve at ``epoch`` (``losses`` so far), past the warm-up, never went
+        clearly below ``chance``."""
+        if epoch < self.warmup:
+            return False
+        finite = [v for v in losses if math.isfinite(v)]
+        return not finite or min(finite) > (1 - self.margin) * chance
 
     def describe(self) -> str:
         return (

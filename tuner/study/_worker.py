@@ -33,10 +33,11 @@ from tuner.study._budget import Budget
 from tuner.study._checkpoints import Checkpoints
 from tuner.study._folders import make_writable_folder
 from tuner.study._loop import WorkerReport, run_trials
+from tuner.study._pruners import CHANCE_KEY, chance_rule
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
 from tuner.study._slots import slot_of
 from tuner.study._status import best_trial, describe_best
-from tuner.training import EpochReport, StoreTensors, Trainer, TrainState
+from tuner.training import EpochReport, Lockstep, StoreTensors, Trainer, TrainState, members_of
 
 __all__ = ["TrainingObjective", "WorkerOptions", "open_study_store", "run_worker"]
 
@@ -55,7 +56,15 @@ class WorkerOptions:
 
 
 class TrainingObjective:
-    """Train the MIL model with a trial's parameters; return its best validation loss."""
+    """Train the MIL model with a trial's parameters; return its validation loss.
+
+    A study on one split trains one model; a cross-validated one (``data.split.cv_folds``)
+    trains a model per fold and seed in lockstep (:class:`~tuner.training.Lockstep`): the
+    value reported after each epoch, the pruning, the scheduler and early stopping act on
+    the members' mean curve, and the value is the mean at the common best epoch. Either way
+    the trial records ``chance_loss`` (what a model that learned nothing scores, read by the
+    chance rule of the pruner) before its first report.
+    """
 
     def __init__(
         self,
@@ -68,59 +77,69 @@ class TrainingObjective:
         self.checkpoints = checkpoints
         self.space = settings.search
         self.base = settings.base
-        self.split = settings.split()
         self.data = data
         self.device = device
+        self.rule = chance_rule(settings.epochs)
 
     def __call__(self, trial: Trial) -> float:
         started = time.monotonic()
         overrides = self.space.sample(trial)
         config = apply_overrides(self.base, overrides, source=f"trial {trial.number}")
         trainer = Trainer(config, self.data, self.device)
-        best: dict[str, Any] = {}
+        t = config.train
+        lockstep = Lockstep(
+            trainer, members_of(self.settings.splits, repeats=t.repeats, seed=t.seed)
+        )
+        chance = lockstep.chance_loss()
+        trial.set_user_attr(CHANCE_KEY, chance)
         slot = slot_of(trial)
         resume = self.checkpoints.load(slot) if self.checkpoints is not None else None
         if resume is not None:
-            trial.set_user_attr("resumed_from_epoch", resume.epoch)
+            trial.set_user_attr("resumed_from_epoch", resume[0].epoch)
             logger.info(
-                "trial %d continues trial %d after epoch %d", trial.number, slot, resume.epoch
+                "trial %d continues trial %d after epoch %d", trial.number, slot, resume[0].epoch
             )
-            if resume.best is not None:
-                best.update(loss=resume.best["loss"], auc=resume.best["val"]["auc"],
-                            epoch=resume.best["epoch"])  # fmt: skip
         save = None
         if self.checkpoints is not None:
             checkpoints = self.checkpoints
 
-            def save(state: TrainState) -> None:
-                checkpoints.save(slot, state)
+            def save(states: list[TrainState]) -> None:
+                checkpoints.save(slot, states)
+
+        curve: list[EpochReport] = []
 
         def on_epoch(epoch: EpochReport) -> None:
+            curve.append(epoch)
             if math.isfinite(epoch.val.loss):
                 trial.report(epoch.val.loss, epoch.epoch)
-            if not best or epoch.val.loss < best["loss"]:
-                best.update(loss=epoch.val.loss, auc=epoch.val.auc, epoch=epoch.epoch)
             trial.set_user_attr("epochs_run", epoch.epoch)
             if trial.should_prune():
-                self._record(trial, best)
-                raise optuna.TrialPruned(f"pruned at epoch {epoch.epoch}")
+                self._record(trial, curve)
+                flat = self.rule.flat(chance, epoch.epoch, (e.val.loss for e in curve))
+                why = "it learned nothing" if flat else "it fell behind"
+                trial.set_user_attr("pruned_because", why)
+                raise optuna.TrialPruned(f"pruned at epoch {epoch.epoch}: {why}")
 
-        fit = trainer.fit(
-            self.split.train, self.split.val, on_epoch=on_epoch, resume=resume,
-            on_checkpoint=save,
-        )  # fmt: skip
-        self._record(trial, best)
+        result = lockstep.fit(on_epoch=on_epoch, resume=resume, on_checkpoint=save)
+        self._record(trial, result.history)
+        if len(result.members) > 1:
+            trial.set_user_attr("cv_epoch", result.best_epoch)
+            trial.set_user_attr("cv_losses", result.fold_losses())
+            trial.set_user_attr("cv_spread", result.spread())
+            trial.set_user_attr("lrs", result.lrs[: result.best_epoch])
+        best = result.history[result.best_epoch - 1].val
         logger.info(
             "trial %d complete: val loss %.4f, val auc %s (%.0f s)", trial.number,
-            fit.best_val.loss, _fmt(fit.best_val.auc), time.monotonic() - started,
+            best.loss, _fmt(best.auc), time.monotonic() - started,
         )  # fmt: skip
-        return fit.best_val.loss
+        return result.value
 
     @staticmethod
-    def _record(trial: Trial, best: dict[str, Any]) -> None:
-        if best:
-            trial.set_user_attr("val_auc", best["auc"])
-            trial.set_user_attr("best_epoch", best["epoch"])
+    def _record(trial: Trial, curve: list[EpochReport]) -> None:
+        if curve:
+            best = min(curve, key=lambda e: e.val.loss)
+            trial.set_user_attr("val_auc", best.val.auc)
+            trial.set_user_attr("best_epoch", best.epoch)
 
 
 def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -> WorkerReport:

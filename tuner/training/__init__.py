@@ -2,6 +2,7 @@
 
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
 from tuner.training._evaluate import ExternalResult, evaluate_run
+from tuner.training._lockstep import Lockstep, LockstepResult, Member, members_of
 from tuner.training._metrics import (
     Metrics,
     auc_interval,
@@ -18,7 +19,7 @@ from tuner.training._run import (
     resolve_splits,
     train_run,
 )
-from tuner.training._state import TrainState, load_state, save_state
+from tuner.training._state import TrainState, load_state, load_states, save_state, save_states
 from tuner.training._trainer import (
     EpochCallback,
     EpochReport,
@@ -37,6 +38,9 @@ __all__ = [
     "ExternalResult",
     "FitResult",
     "FoldResult",
+    "Lockstep",
+    "LockstepResult",
+    "Member",
     "Metrics",
     "RunGenerators",
     "RunResult",
@@ -50,9 +54,12 @@ __all__ = [
     "default_run_dir",
     "evaluate_run",
     "load_state",
+    "load_states",
+    "members_of",
     "open_store",
     "resolve_splits",
     "save_state",
+    "save_states",
     "train_run",
     "with_auc_interval",
 ]

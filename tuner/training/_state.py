@@ -20,7 +20,7 @@ import torch
 from tuner._files import write_atomic
 from tuner.training._metrics import Metrics
 
-__all__ = ["TrainState", "load_state", "save_state"]
+__all__ = ["TrainState", "load_state", "load_states", "save_state", "save_states"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,27 @@ def load_state(path: Path) -> TrainState | None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         return TrainState(**data)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a torn or foreign file: unpickling raises many kinds
+        logger.warning("ignoring unreadable training state %s (%s)", path, type(error).__name__)
+        return None
+
+
+def save_states(states: list[TrainState], path: Path) -> None:
+    """Write the states of several runs (the members of a lockstep) atomically, as one file."""
+    buffer = io.BytesIO()
+    torch.save({"members": [asdict(state) for state in states]}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_states(path: Path) -> list[TrainState] | None:
+    """The states saved at ``path`` by :func:`save_states` (or one by :func:`save_state`), or
+    None when there are none (or the file is unreadable)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        members = data.get("members", [data])
+        return [TrainState(**member) for member in members]
     except FileNotFoundError:
         return None
     except Exception as error:  # a torn or foreign file: unpickling raises many kinds
