@@ -146,3 +146,21 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
     with path.open() as handle:
         return list(csv.DictReader(handle))
+
+
+def test_early_stopping_counts_from_the_warmup(store: FeatureStore, data: StoreTensors) -> None:
+    """A run whose loss only rises (lr far too high here) stops at warm-up + patience, not at
+    1 + patience: the patience counts from the warm-up at the earliest."""
+    config = tiny_config(
+        store, **{"train.lr": 0.5, "train.epochs": 30, "train.scheduler": "none",
+                  "train.early_stopping": 2, "train.early_stopping_warmup": 6}
+    )  # fmt: skip
+    result = Trainer(config, data, torch.device("cpu")).fit(*_train_val(store))
+    assert result.stopped_by == "early stopping"
+    assert result.best_epoch < 6, "the best epoch falls in the warm-up"
+    assert len(result.history) == 6 + 2
+
+
+def _train_val(store: FeatureStore) -> tuple[list[str], list[str]]:
+    names = [c.case for c in store.cases]
+    return names[:6], names[6:]

@@ -126,6 +126,12 @@ class TrainConfig(_Section):
     early_stopping: int | None = Field(
         10, ge=1, description="stop after this many epochs without a better val loss (null: never)"
     )
+    early_stopping_warmup: int = Field(
+        10,
+        ge=0,
+        description="early stopping counts epochs without progress from this epoch at the "
+        "earliest (a run that spikes before it learns is not stopped in the spike)",
+    )
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm (null: no)")
     refit: bool = Field(
         False,

@@ -21,13 +21,16 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tuner.data import Splits
-from tuner.training._metrics import Metrics, chance_loss
+from tuner.training._metrics import EpochCallback, EpochReport, Metrics, chance_loss
 from tuner.training._state import TrainState
-from tuner.training._trainer import EpochCallback, EpochReport, Trainer, TrainingRun
+
+if TYPE_CHECKING:  # the trainer drives one run through a lockstep of one member
+    from tuner.training._trainer import Trainer, TrainingRun
 
 __all__ = ["Lockstep", "LockstepResult", "Member", "members_of"]
 
@@ -152,14 +155,11 @@ class Lockstep:
                 on_epoch(mean)
             for run in runs:
                 run.step_scheduler(mean.val.loss)
-            best = _best_epoch(history, validates)
-            if (
-                validates
-                and t.early_stopping is not None
-                and len(history) - best >= t.early_stopping
-            ):
-                stopped_by = "early stopping"
-                break
+            if validates and t.early_stopping is not None:
+                stale = len(history) - max(_best_epoch(history, True), t.early_stopping_warmup)
+                if stale >= t.early_stopping:  # counted from the warm-up at the earliest
+                    stopped_by = "early stopping"
+                    break
             if on_checkpoint is not None and len(history) < runs[0].epochs:
                 on_checkpoint([run.state() for run in runs])
         return LockstepResult(

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Metrics", "auc_interval", "chance_loss", "classification_metrics", "with_auc_interval"]
+__all__ = [
+    "EpochCallback",
+    "EpochReport",
+    "Metrics",
+    "auc_interval",
+    "chance_loss",
+    "classification_metrics",
+    "with_auc_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,21 @@ class Metrics:
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did; ``epoch`` counts from 1."""
+
+    epoch: int
+    train_loss: float
+    train_penalty: float
+    val: Metrics
+    lr: float
+    seconds: float
+
+
+EpochCallback = Callable[[EpochReport], None]
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, loss: float) -> Metrics:

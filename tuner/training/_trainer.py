@@ -25,28 +25,14 @@ from tuner.config import RunConfig
 from tuner.errors import TrainingError
 from tuner.model import HierarchicalMIL, MILOutput, elasticnet_penalty, entropy_penalty
 from tuner.training._batches import Batch, CaseSampler, StoreTensors
-from tuner.training._metrics import Metrics, classification_metrics
+from tuner.training._lockstep import Lockstep, Member
+from tuner.training._metrics import EpochCallback, EpochReport, Metrics, classification_metrics
 from tuner.training._random import RunGenerators
 from tuner.training._state import TrainState, metrics_dict
 
 __all__ = ["EpochCallback", "EpochReport", "Evaluation", "FitResult", "Trainer", "TrainingRun"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What one epoch did; ``epoch`` counts from 1."""
-
-    epoch: int
-    train_loss: float
-    train_penalty: float
-    val: Metrics
-    lr: float
-    seconds: float
-
-
-EpochCallback = Callable[[EpochReport], None]
 
 
 @dataclass
@@ -160,24 +146,21 @@ class Trainer:
         ``resume`` continues a run from its state after an epoch (see :class:`TrainState`);
         ``on_checkpoint`` receives that state after every epoch that training goes on from.
         """
-        t = self.config.train
-        started = time.perf_counter()
-        run = self.start(train_cases, val_cases, epochs=epochs, seed=seed)
-        if resume is not None:
-            run.restore(resume)
-            logger.info("resuming training after epoch %d", resume.epoch)
-        stopped_by = "epochs"
-        while run.epoch < run.epochs:
-            report = run.train_epoch()
-            if on_epoch is not None:
-                on_epoch(report)
-            run.step_scheduler(report.val.loss)
-            if run.validates and t.early_stopping is not None and run.stale >= t.early_stopping:
-                stopped_by = "early stopping"
-                break
-            if on_checkpoint is not None and run.epoch < run.epochs:
-                on_checkpoint(run.state())
-        return run.result(stopped_by, time.perf_counter() - started)
+        member = Member(
+            fold=0, repeat=0, train=tuple(train_cases), val=tuple(val_cases or ()),
+            seed=self.config.train.seed if seed is None else seed,
+        )  # fmt: skip
+        save = None
+        if on_checkpoint is not None:
+            checkpoint = on_checkpoint
+
+            def save(states: list[TrainState]) -> None:
+                checkpoint(states[0])
+
+        result = Lockstep(self, [member], epochs=epochs).fit(
+            on_epoch=on_epoch, resume=None if resume is None else [resume], on_checkpoint=save
+        )
+        return result.runs[0].result(result.stopped_by, result.seconds)
 
     def _train_epoch(
         self,
@@ -320,11 +303,6 @@ class TrainingRun:
     @property
     def validates(self) -> bool:
         return self.val_sampler is not None
-
-    @property
-    def stale(self) -> int:
-        """Epochs since the best one."""
-        return self.epoch - (self.best[1] if self.best is not None else 0)
 
     def train_epoch(self) -> EpochReport:
         """Train one epoch, validate, and record it (the best epoch too); the scheduler is
