@@ -321,3 +321,18 @@ def test_slurm_script_passes_any_name_as_one_argument(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["argv", "bin", "job.sh"]
     with pytest.raises(TunerError, match="--partition must be"):
         slurm_script("mil", workers=2, storage="postgresql://u@db/t", partition="gpu\nrm -rf /")
+
+
+def test_settings_of_a_study_made_before_typed_parameters_still_load(
+    tmp_path: Path, store: FeatureStore
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    new = load_settings(storage, "s")
+    old = {**new.to_json(), "space": new.search.to_dict()}  # a space file's mapping, as stored
+    del old["base_config"]["train"]["early_stopping_warmup"]  # a setting it did not have
+    optuna.create_study(study_name="old", storage=storage)
+    storage.set_study_system_attr(storage.get_study_id_from_name("old"), SETTINGS_KEY, old)
+    loaded = load_settings(storage, "old")
+    assert loaded.search == new.search
+    assert loaded.base.train.early_stopping_warmup == 10

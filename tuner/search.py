@@ -214,6 +214,17 @@ class SearchSpace(BaseModel):
 
     params: tuple[Param, ...] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_a_space_files_mapping(cls, data: Any) -> Any:
+        """Also read a space file's mapping (key -> entry), the form studies created before
+        the parameters were models stored: their settings still load."""
+        if isinstance(data, dict) and "params" not in data:
+            return {
+                "params": [{"key": k, **v} if isinstance(v, dict) else v for k, v in data.items()]
+            }
+        return data
+
     @model_validator(mode="after")
     def _conditions_refer_to_earlier_params(self) -> SearchSpace:
         earlier: set[str] = set()
