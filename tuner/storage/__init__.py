@@ -15,7 +15,13 @@ from optuna.exceptions import ExperimentalWarning
 from sqlalchemy import event
 
 from tuner.storage._lock import study_lock
-from tuner.storage._rdb import RetryingRDBStorage, is_transient
+from tuner.storage._rdb import (
+    RetryingRDBStorage,
+    is_transient,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+)
 from tuner.storage._url import (
     EMBEDDED_PATH,
     PASSWORD_FILE_ENV,
@@ -35,7 +41,10 @@ __all__ = [
     "open_storage",
     "public_url",
     "resolve_url",
+    "storage_of",
+    "study_id_of",
     "study_lock",
+    "trial_id_of",
 ]
 
 HEARTBEAT_INTERVAL = 10

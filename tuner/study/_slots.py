@@ -27,6 +27,8 @@ from typing import Literal
 
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from tuner.storage import storage_of, trial_id_of
+
 __all__ = [
     "DIED",
     "ERROR",
@@ -56,7 +58,7 @@ SlotState = Literal["running", "waiting", "retry due", "finished", "gave up"]
 def slot_of(trial: FrozenTrial | Trial) -> int:
     """The slot of a trial: its own number, or the number of the trial it retries."""
     if isinstance(trial, Trial):
-        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        attrs = storage_of(trial.study).get_trial_system_attrs(trial_id_of(trial))
     else:
         attrs = trial.system_attrs
     return int(attrs.get(RETRY_KEY, trial.number))
