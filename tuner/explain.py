@@ -25,7 +25,7 @@ import torch
 
 from tuner.config import load_config
 from tuner.data import load_splits, natural_key
-from tuner.errors import TunerError
+from tuner.errors import ExplainError
 from tuner.features import FeatureStore, StoreRow
 from tuner.training import CaseSampler, StoreTensors, Trainer, open_store
 
@@ -68,14 +68,14 @@ class CaseExplanation:
 
 def _load_run(run: Path) -> tuple[Any, dict[str, Any], FeatureStore]:
     if not (run / "model.pt").is_file() or not (run / "config.yaml").is_file():
-        raise TunerError(
+        raise ExplainError(
             f"{str(run)!r} is not a run folder of 'tuner train' (no model.pt / config.yaml)"
         )
     config = load_config(run / "config.yaml")
     saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     store = open_store(config)
     if saved["store_checksum"] != store.checksum:
-        raise TunerError(
+        raise ExplainError(
             f"the feature store of run {str(run)!r} has changed since training; explain the run "
             "with the store it was trained on"
         )
@@ -291,7 +291,7 @@ def _image_root(store: FeatureStore) -> Path | None:
 
 def _read(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
-        raise TunerError(f"{str(path)!r} not found; is {str(path.parent)!r} a run folder?")
+        raise ExplainError(f"{str(path)!r} not found; is {str(path.parent)!r} a run folder?")
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 

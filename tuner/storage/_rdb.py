@@ -201,7 +201,8 @@ class RetryingRDBStorage(RDBStorage):
         if not found:
             raise StorageError(
                 f"no study database at {where}; create a study first with 'tuner study "
-                "create', or give the storage of an existing one (--storage or TUNER_STORAGE)"
+                "create', or give the storage of an existing one (url or TUNER_STORAGE)",
+                params=("url",),
             )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
