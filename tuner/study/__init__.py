@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.study._budget import Budget, next_action
+    from tuner.study._catalog import StudySummary, delete_study, list_studies
     from tuner.study._create import CreateResult, create_study
     from tuner.study._export import best_config, export_best, export_trials
     from tuner.study._k8s import K8sOptions, k8s_manifests
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "_budget": ("Budget", "next_action"),
+    "_catalog": ("StudySummary", "delete_study", "list_studies"),
     "_create": ("CreateResult", "create_study"),
     "_export": ("best_config", "export_best", "export_trials"),
     "_k8s": ("K8sOptions", "k8s_manifests"),
@@ -71,6 +73,7 @@ __all__ = [
     "Slot",
     "StudySettings",
     "StudyStatus",
+    "StudySummary",
     "TrainingObjective",
     "WorkerOptions",
     "WorkerPlan",
@@ -78,12 +81,14 @@ __all__ = [
     "best_config",
     "check_study_name",
     "create_study",
+    "delete_study",
     "export_best",
     "export_trials",
     "group_slots",
     "job_label",
     "k8s_manifests",
     "launch_workers",
+    "list_studies",
     "load_settings",
     "make_pruner",
     "make_sampler",
