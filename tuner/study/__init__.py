@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         make_pruner,
         make_sampler,
     )
-    from tuner.study._slots import Slot, group_slots, slot_of
+    from tuner.study._slots import Slot, best_trial, group_slots, slot_of
     from tuner.study._slurm import slurm_script
     from tuner.study._status import StudyStatus, study_status
     from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
@@ -52,7 +52,7 @@ _WHERE = {
         "make_pruner",
         "make_sampler",
     ),
-    "_slots": ("Slot", "group_slots", "slot_of"),
+    "_slots": ("Slot", "best_trial", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
     "_status": ("StudyStatus", "study_status"),
     "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
@@ -79,6 +79,7 @@ __all__ = [
     "WorkerPlan",
     "WorkerReport",
     "best_config",
+    "best_trial",
     "check_study_name",
     "create_study",
     "delete_study",

@@ -36,11 +36,12 @@ class Budget:
         *,
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> Budget:
-        states = [slot.state(max_retries) for slot in group_slots(trials)]
+        slots = group_slots(trials)
+        states = [slot.state(max_retries) for slot in slots]
         return cls(
             budget=budget,
-            done=sum(s in ("finished", "gave up") for s in states),
-            active=sum(s in ("running", "waiting", "retry due") for s in states),
+            done=sum(slot.done(max_retries) for slot in slots),
+            active=sum(slot.active(max_retries) for slot in slots),
             waiting=states.count("waiting"),
             gave_up=states.count("gave up"),
         )

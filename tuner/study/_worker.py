@@ -25,6 +25,7 @@ import torch
 from optuna.trial import Trial
 
 from tuner._device import resolve_device
+from tuner._format import fmt
 from tuner.config import apply_overrides
 from tuner.errors import StudyError, permanent_errors
 from tuner.features import FeatureStore
@@ -34,8 +35,8 @@ from tuner.study._checkpoints import Checkpoints
 from tuner.study._folders import make_writable_folder
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
-from tuner.study._slots import slot_of
-from tuner.study._status import best_trial, describe_best
+from tuner.study._slots import best_trial, slot_of
+from tuner.study._status import describe_best
 from tuner.training import EpochReport, StoreTensors, Trainer, TrainState
 
 __all__ = ["TrainingObjective", "WorkerOptions", "open_study_store", "run_worker"]
@@ -112,7 +113,7 @@ class TrainingObjective:
         self._record(trial, best)
         logger.info(
             "trial %d complete: val loss %.4f, val auc %s (%.0f s)", trial.number,
-            fit.best_val.loss, _fmt(fit.best_val.auc), time.monotonic() - started,
+            fit.best_val.loss, fmt(fit.best_val.auc), time.monotonic() - started,
         )  # fmt: skip
         return fit.best_val.loss
 
@@ -253,7 +254,3 @@ def open_study_store(settings: StudySettings, name: str, override: Path | None) 
             "with the study's store"
         )
     return store
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
