@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tuner
 from tuner._format import fmt
-from tuner.study import Budget, StudySettings, load_settings
+from tuner.study import HISTORY_KEY, Budget, StudySettings, load_settings
 
 __all__ = ["ReportSummary", "write_report"]
 
@@ -270,7 +270,7 @@ def _failed_section(trials: list[FrozenTrial]) -> str:
         return ""
     retried_by: dict[int, list[int]] = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history") or []
+        history = t.system_attrs.get(HISTORY_KEY) or []
         if history:
             retried_by.setdefault(int(history[-1]), []).append(t.number)
     rows = [

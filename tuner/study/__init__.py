@@ -28,7 +28,14 @@ if TYPE_CHECKING:
         make_pruner,
         make_sampler,
     )
-    from tuner.study._slots import Slot, best_trial, group_slots, slot_of
+    from tuner.study._slots import (
+        HISTORY_KEY,
+        RETRY_KEY,
+        Slot,
+        best_trial,
+        group_slots,
+        slot_of,
+    )
     from tuner.study._slurm import slurm_script
     from tuner.study._status import StudyStatus, study_status
     from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
@@ -52,7 +59,7 @@ _WHERE = {
         "make_pruner",
         "make_sampler",
     ),
-    "_slots": ("Slot", "best_trial", "group_slots", "slot_of"),
+    "_slots": ("HISTORY_KEY", "RETRY_KEY", "Slot", "best_trial", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
     "_status": ("StudyStatus", "study_status"),
     "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
@@ -61,8 +68,10 @@ _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "HISTORY_KEY",
     "MAX_NAME_LENGTH",
     "PRUNERS",
+    "RETRY_KEY",
     "SAMPLERS",
     "SETTINGS_KEY",
     "Budget",

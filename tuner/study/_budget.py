@@ -15,9 +15,9 @@ from typing import Literal
 from optuna.trial import FrozenTrial
 
 from tuner.study._settings import DEFAULT_MAX_RETRIES
-from tuner.study._slots import RETRY_KEY, group_slots, slot_of
+from tuner.study._slots import group_slots
 
-__all__ = ["RETRY_KEY", "Budget", "next_action", "slot_of"]
+__all__ = ["Budget", "next_action"]
 
 
 @dataclass(frozen=True)
