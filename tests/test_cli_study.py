@@ -21,6 +21,28 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
+def test_list_and_delete_studies_as_functions(db: str, store: FeatureStore) -> None:
+    from tuner.errors import StudyError
+    from tuner.storage import open_storage
+    from tuner.study import create_study, delete_study, list_studies
+
+    storage = open_storage(db)
+    create_study(storage, "mil", store.path, space=QUICK, trials=4)
+    assert [(s.name, s.trials, s.best_value) for s in list_studies(storage)] == [("mil", 0, None)]
+    assert list_studies(storage)[0].describe() == "mil: 0 trials"
+
+    def refuse() -> None:
+        raise RuntimeError("kept")
+
+    with pytest.raises(RuntimeError, match="kept"):
+        delete_study(storage, "mil", confirm=refuse)
+    assert [s.name for s in list_studies(storage)] == ["mil"]
+    with pytest.raises(StudyError, match="does not exist"):
+        delete_study(storage, "nope", confirm=refuse)
+    delete_study(storage, "mil")
+    assert list_studies(storage) == []
+
+
 def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> None:
     result = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
     assert result.code == 0, result.err
@@ -71,6 +93,10 @@ BAD = [
     ("export without trials", ["export", "mil", "--out", "{tmp}/best.yaml"],
      "has no complete trial yet"),
     ("bad gpu list", ["launch", "mil", "--gpus", "a,b"], "--gpus must list GPU numbers"),
+    ("gpus and workers", ["launch", "mil", "--gpus", "0", "--workers", "2"],
+     "give either --gpus or --workers, not both"),
+    ("bad slurm time", ["slurm", "mil", "--workers", "2", "--time", "4h", "--storage",
+                        "postgresql://u@db/t"], "--time must look like HH:MM:SS"),
     ("slurm on embedded", ["slurm", "mil", "--workers", "2"], "needs a shared PostgreSQL"),
     ("gpu that does not exist", ["worker", "mil", "--device", "cuda:9"],
      "--device 'cuda:9' does not exist"),

@@ -17,8 +17,7 @@ from tuner.features import FeatureStore
 from tuner.storage import open_storage
 from tuner.study import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-TRIVIAL_WORKER = ROOT / "benchmarks" / "trivial_worker.py"
+TRIVIAL_WORKER = Path(__file__).resolve().parent / "trivial_worker.py"
 
 
 def start_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.Popen[str]]:

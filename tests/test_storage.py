@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
@@ -14,7 +15,14 @@ from optuna.trial import TrialState
 from sqlalchemy.pool import NullPool
 
 from tuner.errors import StorageError
-from tuner.storage import open_storage, public_url, resolve_url, study_lock
+from tuner.storage import (
+    INTERACTIVE_RETRY_SECONDS,
+    RETRY_SECONDS,
+    open_storage,
+    public_url,
+    resolve_url,
+    study_lock,
+)
 
 
 def quiet_study(storage, name: str = "s") -> optuna.Study:  # type: ignore[no-untyped-def]
@@ -214,3 +222,15 @@ def test_readers_do_not_make_the_embedded_folder(
             open_storage(url, create=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
     assert (tmp_path / "empty.db").stat().st_size == 0
+
+
+def test_a_person_waits_less_for_an_outage_than_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TUNER_DB_RETRY_SECONDS", raising=False)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    assert open_storage(url).retry_seconds == RETRY_SECONDS
+    assert open_storage(url, interactive=True).retry_seconds == INTERACTIVE_RETRY_SECONDS
+    monkeypatch.setenv("TUNER_DB_RETRY_SECONDS", "7")
+    assert open_storage(url, interactive=True).retry_seconds == 7
+    assert open_storage(url, interactive=True, retry_seconds=3).retry_seconds == 3

@@ -1,4 +1,4 @@
-"""Choosing the torch device from a user's ``--device`` value, and checking GPU numbers."""
+"""Choosing the torch device from a user's ``device`` value, and checking GPU numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from tuner.errors import TunerError
+from tuner.errors import DeviceError
 
 __all__ = ["check_gpus", "gpu_count", "resolve_device"]
 
@@ -24,18 +24,23 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise TunerError(
-            f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+        raise DeviceError(
+            f"device {spec!r} is not a device; use auto, cpu, cuda or cuda:N", params=("device",)
         ) from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise TunerError(f"--device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+        raise DeviceError(
+            f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N", params=("device",)
+        )
     count = gpu_count()
     index = device.index or 0
     if index >= count:
         have = f"GPUs cuda:0..cuda:{count - 1}" if count else "no GPU"
-        raise TunerError(f"--device {spec!r} does not exist (this machine has {have}); use cpu")
+        raise DeviceError(
+            f"device {spec!r} does not exist (this machine has {have}); use cpu",
+            params=("device",),
+        )
     return torch.device("cuda", index)
 
 
@@ -48,4 +53,4 @@ def check_gpus(numbers: Iterable[int]) -> None:
         listed = ", ".join(map(str, missing))
         fix = f"give GPU numbers from 0 to {count - 1}" if count else "run workers on the CPU"
         have = f"{count} GPU{'s' if count > 1 else ''}" if count else "no GPU that CUDA can use"
-        raise TunerError(f"GPU {listed} does not exist (this machine has {have}); {fix}")
+        raise DeviceError(f"GPU {listed} does not exist (this machine has {have}); {fix}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from optuna.storages import BaseStorage
 
-from tuner.errors import TunerError
+from tuner.errors import DashboardError
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -40,9 +40,9 @@ def is_loopback(host: str) -> bool:
 def check_exposure(host: str, *, read_only: bool, allow_writes: bool) -> None:
     """Refuse a dashboard that anyone on the network could change studies through."""
     if read_only and allow_writes:
-        raise TunerError("read_only and allow_writes contradict each other; give one of them")
+        raise DashboardError("read_only and allow_writes contradict each other; give one of them")
     if not (read_only or allow_writes or is_loopback(host)):
-        raise TunerError(
+        raise DashboardError(
             f"a dashboard bound to {host!r} would let anyone who reaches it delete and change "
             "studies (it has no authentication); serve it read_only, bind 127.0.0.1 (and use "
             "an SSH tunnel), or set allow_writes if a proxy with authentication guards it"

@@ -13,7 +13,12 @@ from contextlib import contextmanager
 __all__ = [
     "PERMANENT_EXIT_CODE",
     "ConfigError",
+    "DashboardError",
     "DataError",
+    "DeploymentError",
+    "DeviceError",
+    "ExplainError",
+    "LaunchError",
     "RunError",
     "StorageError",
     "StoreError",
@@ -35,6 +40,15 @@ class TunerError(Exception):
     permanent: bool = False
     """Whether running the same command again would fail the same way (see
     :func:`permanent_errors`)."""
+
+    params: tuple[str, ...] = ()
+    """The parameters the message names (``device``), each as it is first named there; the
+    command line shows them as its flags (``--device``)."""
+
+    def __init__(self, *args: object, params: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        if params:
+            self.params = params
 
 
 class DataError(TunerError):
@@ -63,6 +77,29 @@ class StorageError(TunerError):
 
 class StudyError(TunerError):
     """A study does not exist, conflicts with an existing one, or cannot give what was asked."""
+
+
+# Errors of the commands around a study: devices, launching, deployment, dashboard, explanation.
+
+
+class DeviceError(TunerError):
+    """A device (``cpu``, ``cuda:N``) or GPU number is malformed or absent on this machine."""
+
+
+class LaunchError(TunerError):
+    """Local workers cannot be planned or started, or they ended in failure."""
+
+
+class ExplainError(TunerError):
+    """A run folder cannot be explained (not a run, or its feature store changed)."""
+
+
+class DashboardError(TunerError):
+    """The dashboard would be unsafe as asked (writable beyond loopback, contradicting modes)."""
+
+
+class DeploymentError(TunerError):
+    """Cluster manifests or job scripts (Kubernetes, SLURM) cannot be written as asked."""
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import torch
 
 from tuner.config import load_config
 from tuner.data import Patch, load_splits, natural_key
-from tuner.errors import TunerError
+from tuner.errors import ExplainError
 from tuner.features import FeatureStore
 from tuner.training import CaseSampler, StoreTensors, Trainer
 
@@ -68,7 +68,7 @@ class CaseExplanation:
 
 def _load_run(run: Path) -> tuple[Any, dict[str, Any], FeatureStore]:
     if not (run / "model.pt").is_file() or not (run / "config.yaml").is_file():
-        raise TunerError(
+        raise ExplainError(
             f"{str(run)!r} is not a run folder of 'tuner train' (no model.pt / config.yaml)"
         )
     config = load_config(run / "config.yaml")
@@ -290,7 +290,7 @@ def _image_root(store: FeatureStore) -> Path | None:
 
 def _read(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
-        raise TunerError(f"{str(path)!r} not found; is {str(path.parent)!r} a run folder?")
+        raise ExplainError(f"{str(path)!r} not found; is {str(path.parent)!r} a run folder?")
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tuner.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
 from tuner.data import write_demo_dataset
-from tuner.errors import TunerError
+from tuner.errors import LaunchError
 from tuner.features import ExtractOptions, extract_features
 from tuner.search import DEFAULT_SPACE
 from tuner.storage import open_storage
@@ -86,7 +86,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> Q
         STUDY, plan_workers(workers=options.workers, device="cpu"), storage_url=storage_url
     )
     if status != 0:
-        raise TunerError(f"the quickstart workers stopped with status {status}; see their logs")
+        raise LaunchError(f"the quickstart workers stopped with status {status}; see their logs")
 
     best_path = folder / "best.yaml"
     best = export_best(storage, STUDY, best_path, storage_url=storage_url)

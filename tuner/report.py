@@ -26,11 +26,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tuner
 from tuner._files import write_atomic
-from tuner.study import Budget, StudySettings, load_settings
+from tuner._format import fmt
+from tuner.study import HISTORY_KEY, Budget, StudySettings, load_settings
 
 __all__ = ["ReportSummary", "write_report"]
 
 logger = logging.getLogger(__name__)
+
+_cell = partial(fmt, pattern="{:.4g}", missing="")
+"""A table cell: 4 significant digits, empty for nothing."""
 
 TOP_TRIALS = 10
 
@@ -240,10 +244,10 @@ def _best_section(trials: list[FrozenTrial]) -> str:
     params = list(dict.fromkeys(p for t in complete for p in t.params))
     rows = [
         (
-            str(t.number), f"{t.value:.4f}", _fmt(t.user_attrs.get("val_auc")),
+            str(t.number), f"{t.value:.4f}", _cell(t.user_attrs.get("val_auc")),
             str(t.user_attrs.get("best_epoch", "")), str(t.user_attrs.get("epochs_run", "")),
-            _fmt(t.user_attrs.get("duration_s"), "{:.0f} s"),
-            *(_fmt(t.params.get(p)) for p in params),
+            fmt(t.user_attrs.get("duration_s"), "{:.0f} s", missing=""),
+            *(_cell(t.params.get(p)) for p in params),
         )
         for t in complete
     ]  # fmt: skip
@@ -252,7 +256,7 @@ def _best_section(trials: list[FrozenTrial]) -> str:
     auc = best.user_attrs.get("val_auc")
     lead = (
         f"<p class='best'>Best: trial {best.number}, validation loss {best.value:.4f}"
-        + (f", AUC {_fmt(auc)}" if auc is not None else "")
+        + (f", AUC {_cell(auc)}" if auc is not None else "")
         + ". Export it with <code>tuner export STUDY --out best.yaml</code>.</p>"
     )
     return f"<section><h2>Best trials</h2>{lead}{_grid(header, rows)}</section>"
@@ -264,7 +268,7 @@ def _failed_section(trials: list[FrozenTrial]) -> str:
         return ""
     retried_by: dict[int, list[int]] = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history") or []
+        history = t.system_attrs.get(HISTORY_KEY) or []
         if history:
             retried_by.setdefault(int(history[-1]), []).append(t.number)
     rows = [
@@ -302,12 +306,6 @@ def _grid(header: list[str], rows: Sequence[Sequence[str]]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fmt(value: object, pattern: str = "{:.4g}") -> str:
-    if value is None:
-        return ""
-    return pattern.format(value) if isinstance(value, float) else str(value)
 
 
 def _duration(delta: Any) -> str:

@@ -2,12 +2,15 @@
 
 This is the one place that turns a :class:`~tuner.errors.TunerError` into a single line on
 stderr and a non-zero exit code: :data:`~tuner.errors.PERMANENT_EXIT_CODE` for an error marked
-permanent (a worker or launcher that cannot start for good), else 1.
+permanent (a worker or launcher that cannot start for good), else 1. The library names its
+parameters in messages (``device 'cuda:9' does not exist``); the line printed here names the
+flag (``--device 'cuda:9' does not exist``), see :data:`FLAGS`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import click
@@ -15,7 +18,11 @@ import click
 from tuner.cli import _data, _features, _study, _train
 from tuner.errors import PERMANENT_EXIT_CODE, TunerError
 
-__all__ = ["cli", "main"]
+__all__ = ["FLAGS", "cli", "main"]
+
+FLAGS = {"url": "--storage", "time_limit": "--time"}
+"""The flag of each library parameter whose flag is not its name with dashes (``per_gpu`` is
+``--per-gpu``)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = cli.main(args=argv, prog_name="tuner", standalone_mode=False)
     except TunerError as exc:
-        _fail(str(exc))
+        _fail(flag_message(exc))
         return PERMANENT_EXIT_CODE if exc.permanent else 1
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
@@ -74,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{exc.strerror or exc}:{where}; check the path and its permissions")
         return 1
     return status if isinstance(status, int) else 0
+
+
+def flag_message(error: TunerError) -> str:
+    """The error's message with the parameters it names (``error.params``) as flags."""
+    message = str(error)
+    for param in error.params:
+        flag = FLAGS.get(param, "--" + param.replace("_", "-"))
+        word = rf"(?<![\w./-]){re.escape(param)}(?![\w./-])"
+        message = re.sub(word, flag, message, count=1)
+    return message
 
 
 def _fail(message: str) -> None:

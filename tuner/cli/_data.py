@@ -76,39 +76,15 @@ def check(
     cases: bool,
 ) -> None:
     """Validate the dataset in PATCHES: counts per case, stain and slice, and every problem."""
-    from tqdm import tqdm
+    from tuner.data import check_dataset
 
-    from tuner.data import (
-        DEFAULT_PATTERN,
-        build_index,
-        check_images,
-        class_problems,
-        summary_table,
-    )
-    from tuner.errors import DataError
-
-    index = build_index(
-        patches, labels, pattern=pattern or DEFAULT_PATTERN, case_column=case_column,
-        label_column=label_column, classes=parse_classes(classes),
+    result = check_dataset(
+        patches, labels, pattern=pattern, case_column=case_column, label_column=label_column,
+        classes=parse_classes(classes), folds=folds, images=images, progress=progress_enabled(),
     )  # fmt: skip
-    if images and index.patches:
-        with tqdm(total=len(index.patches), unit="image", desc="checking images",
-                  disable=None if progress_enabled() else True) as bar:  # fmt: skip
-            index.problems += check_images(
-                index.root, [p.path for p in index.patches], progress=bar.update
-            )
-    index.problems += class_problems(index, folds)
-    click.echo(summary_table(index, per_case=cases))
-    for problem in index.problems:
-        click.echo(problem.describe())
-    fatal = index.fatal_problems
-    if fatal:
-        more = f" (and {len(fatal) - 1} more, listed above)" if len(fatal) > 1 else ""
-        raise DataError(
-            "the dataset cannot be used for training: "
-            + fatal[0].describe(max_examples=2).removeprefix("error: ")
-            + more
-        )
+    click.echo(result.render(per_case=cases))
+    if result.error is not None:
+        raise result.error
     click.echo("ok: the dataset can be used for training")
 
 
@@ -139,31 +115,25 @@ def split(
 
     The cases come from PATCHES with --labels, or from a feature store with --features.
     """
-    from tuner.data import DEFAULT_PATTERN, build_index, make_splits
+    from tuner.data import make_splits, split_dataset
     from tuner.errors import DataError
 
     if features is not None:
         from tuner.features import FeatureStore
 
         store = FeatureStore.open(features)
-        case_labels, counts, names = store.labels(), store.patch_counts(), store.classes
-    elif patches is not None and labels is not None:
-        index = build_index(
-            patches, labels, pattern=pattern or DEFAULT_PATTERN, case_column=case_column,
-            label_column=label_column,
+        splits = make_splits(
+            store.labels(), seed=seed, folds=folds,
+            patch_counts=store.patch_counts() if balance_patches else None,
+            class_names=store.classes,
         )  # fmt: skip
-        index.raise_for_fatal()
-        case_labels, counts, names = (
-            index.case_labels(),
-            index.patch_counts(),
-            index.labels.classes,
-        )
+    elif patches is not None and labels is not None:
+        splits = split_dataset(
+            patches, labels, pattern=pattern, case_column=case_column,
+            label_column=label_column, seed=seed, folds=folds, balance_patches=balance_patches,
+        )  # fmt: skip
     else:
         raise DataError("give PATCHES with --labels, or --features STORE, to say what to split")
-    splits = make_splits(
-        case_labels, seed=seed, folds=folds, patch_counts=counts if balance_patches else None,
-        class_names=names,
-    )  # fmt: skip
     splits.save(out)
     for number, part in enumerate(splits.splits):
         sizes = ", ".join(f"{k} {len(v)}" for k, v in part.parts().items())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +20,6 @@ logger = logging.getLogger("tuner.cli")
 
 PRUNER = click.Choice(PRUNERS)
 SAMPLER = click.Choice(SAMPLERS)
-
-INTERACTIVE_RETRY_SECONDS = 15.0
-"""How long a command a person waits on (status, export, ...) retries an unreachable database."""
 
 
 def storage_option(f: F) -> F:
@@ -49,10 +45,7 @@ def _open(url: str | None, *, interactive: bool = True, create: bool = False) ->
     from tuner.storage import open_storage
 
     _quiet_optuna()
-    retry = None
-    if interactive and "TUNER_DB_RETRY_SECONDS" not in os.environ:
-        retry = INTERACTIVE_RETRY_SECONDS
-    return open_storage(url, create=create, retry_seconds=retry)
+    return open_storage(url, create=create, interactive=interactive)
 
 
 @click.group()
@@ -126,15 +119,14 @@ def _storage_args(opened: Any) -> list[str]:
 @storage_option
 def list_(storage: str | None) -> None:
     """List the studies in the storage with their trial counts."""
-    import optuna
+    from tuner.study import list_studies
 
     opened = _open(storage)
-    summaries = optuna.get_all_study_summaries(opened)
+    summaries = list_studies(opened)
     if not summaries:
         click.echo(f"no studies in {opened.public_url}")
-    for s in summaries:
-        best = f", best {s.best_trial.value:.4f}" if s.best_trial else ""
-        click.echo(f"{s.study_name}: {s.n_trials} trials{best}")
+    for summary in summaries:
+        click.echo(summary.describe())
 
 
 @study.command()
@@ -143,15 +135,13 @@ def list_(storage: str | None) -> None:
 @storage_option
 def delete(name: str, yes: bool, storage: str | None) -> None:
     """Delete study NAME and all its trials."""
-    import optuna
+    from tuner.study import delete_study
 
-    from tuner.study import load_settings
+    def confirm() -> None:
+        if not yes:
+            click.confirm(f"delete study {name} and all its trials?", abort=True)
 
-    opened = _open(storage)
-    load_settings(opened, name)
-    if not yes:
-        click.confirm(f"delete study {name} and all its trials?", abort=True)
-    optuna.delete_study(study_name=name, storage=opened)
+    delete_study(_open(storage), name, confirm=confirm)
     click.echo(f"deleted study {name}")
 
 

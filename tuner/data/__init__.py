@@ -1,5 +1,6 @@
 """The dataset layer: patch paths and labels -> a checked index, case-level splits, demo data."""
 
+from tuner.data._check import DatasetCheck, check_dataset, split_dataset
 from tuner.data._demo import DEMO_PRESETS, DemoSpec, write_demo_dataset
 from tuner.data._images import check_images, image_size, load_rgb, to_rgb
 from tuner.data._index import (
@@ -20,6 +21,7 @@ from tuner.data._summary import class_problems, summary_table
 __all__ = [
     "DEFAULT_PATTERN",
     "DEMO_PRESETS",
+    "DatasetCheck",
     "DatasetIndex",
     "DemoSpec",
     "Labels",
@@ -28,6 +30,7 @@ __all__ = [
     "Split",
     "Splits",
     "build_index",
+    "check_dataset",
     "check_images",
     "class_problems",
     "compile_pattern",
@@ -40,6 +43,7 @@ __all__ = [
     "natural_key",
     "read_labels",
     "scan_patches",
+    "split_dataset",
     "summary_table",
     "to_rgb",
     "write_demo_dataset",

@@ -15,7 +15,13 @@ from optuna.exceptions import ExperimentalWarning
 from sqlalchemy import event
 
 from tuner.storage._lock import study_lock
-from tuner.storage._rdb import RetryingRDBStorage, is_transient
+from tuner.storage._rdb import (
+    RetryingRDBStorage,
+    is_transient,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+)
 from tuner.storage._url import (
     EMBEDDED_PATH,
     PASSWORD_FILE_ENV,
@@ -27,7 +33,9 @@ from tuner.storage._url import (
 
 __all__ = [
     "EMBEDDED_PATH",
+    "INTERACTIVE_RETRY_SECONDS",
     "PASSWORD_FILE_ENV",
+    "RETRY_SECONDS",
     "STORAGE_ENV",
     "RetryingRDBStorage",
     "StorageURL",
@@ -35,13 +43,21 @@ __all__ = [
     "open_storage",
     "public_url",
     "resolve_url",
+    "storage_of",
+    "study_id_of",
     "study_lock",
+    "trial_id_of",
 ]
 
 HEARTBEAT_INTERVAL = 10
 """Seconds between a running trial's heartbeats."""
 GRACE_PERIOD = 60
 """Seconds without a heartbeat after which a running trial counts as dead and is retried."""
+RETRY_SECONDS = 300.0
+"""How long a worker retries an unreachable database (``TUNER_DB_RETRY_SECONDS``)."""
+INTERACTIVE_RETRY_SECONDS = 15.0
+"""How long a command a person waits on (status, export, ...) retries an unreachable database,
+unless ``TUNER_DB_RETRY_SECONDS`` says otherwise."""
 
 
 def _env_number(name: str, default: float) -> float:
@@ -54,6 +70,7 @@ def open_storage(
     *,
     create: bool = True,
     retry_seconds: float | None = None,
+    interactive: bool = False,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
 ) -> RetryingRDBStorage:
@@ -64,7 +81,8 @@ def open_storage(
     with the study's own retry cap (``tuner.study``); the storage has no stale-trial callback.
     Database errors are retried for ``retry_seconds``. Defaults come from
     ``TUNER_HEARTBEAT_INTERVAL``, ``TUNER_HEARTBEAT_GRACE`` and ``TUNER_DB_RETRY_SECONDS``,
-    else 10 s, 60 s and 300 s.
+    else 10 s, 60 s and 300 s, or 15 s (:data:`INTERACTIVE_RETRY_SECONDS`) where
+    ``interactive`` (a person waits on the answer).
 
     With ``create`` (the default) a missing database is set up, as Optuna does; with
     ``create=False`` (what tuner's readers and workers use) only an existing study database is
@@ -75,9 +93,10 @@ def open_storage(
         _env_number("TUNER_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
     )
     grace = grace_period or int(_env_number("TUNER_HEARTBEAT_GRACE", GRACE_PERIOD))
-    retry = (
-        retry_seconds if retry_seconds is not None else _env_number("TUNER_DB_RETRY_SECONDS", 300)
-    )
+    retry = retry_seconds
+    if retry is None:
+        fallback = INTERACTIVE_RETRY_SECONDS if interactive else RETRY_SECONDS
+        retry = _env_number("TUNER_DB_RETRY_SECONDS", fallback)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental"
         storage = RetryingRDBStorage(

@@ -1,10 +1,29 @@
-"""Optuna's RDB storage, made patient: every call retries transient database errors.
+"""Optuna's RDB storage, made patient, and every use of Optuna's internals in tuner.
 
 A worker outlives database restarts: a call that fails because the server is gone (connection
 refused, reset, admin shutdown, a serialisation failure) is retried with exponential backoff
 until it works or ``retry_seconds`` have passed; then a :class:`~tuner.errors.StorageError`
 says so in one line. Errors that waiting cannot fix (wrong password, unknown database or role)
 fail at once. A worker's SIGTERM or SIGINT ends the wait (see :mod:`tuner._interrupt`).
+
+Why this module reaches into Optuna, and why nothing else in tuner may:
+
+- Nothing in Optuna retries through an outage, and a loaded study talks to the storage through
+  Optuna's trial cache (``_CachedStorage``), which calls private ``RDBStorage`` methods
+  (``_get_trials``, ``_create_new_trial``, ``_set_trial_param``, ``_get_best_trial_id``)
+  instead of the public ones. So :class:`RetryingRDBStorage` wraps the public storage methods
+  and those private ones (:data:`RETRIED`) in a retry loop, set on the class at import.
+- Optuna's stale-trial check (``_get_stale_trial_ids``) misses a trial whose worker died before
+  its first heartbeat; the override adds those, reading Optuna's tables through its ORM models
+  (``optuna.storages._rdb.models``) and its session helper.
+- Optuna has no public accessor for a study's id and storage or a trial's id, which storage
+  calls need (heartbeats, system attributes a live trial does not expose, the retry queuer):
+  :func:`study_id_of`, :func:`storage_of` and :func:`trial_id_of` are the one place that reads
+  ``Study._study_id``, ``Study._storage`` and ``Trial._trial_id``.
+
+Tested with the Optuna versions that ``pyproject.toml`` allows (see the comment there);
+``tests/test_optuna_internals.py`` fails, naming the method or attribute, when one of these
+disappears or changes its signature. Bump the bound only after that test passes.
 """
 
 from __future__ import annotations
@@ -22,10 +41,10 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
@@ -33,7 +52,15 @@ from sqlalchemy.pool import NullPool
 from tuner import _interrupt
 from tuner.errors import StorageError
 
-__all__ = ["RetryingRDBStorage", "is_transient"]
+__all__ = [
+    "RETRIED",
+    "RetryingRDBStorage",
+    "describe_database_error",
+    "is_transient",
+    "storage_of",
+    "study_id_of",
+    "trial_id_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +79,8 @@ _PERMANENT = (
 _TABLE = "version_info"  # the table Optuna's setup creates first: present in every study database
 _SCHEMA_LOCK = 0x74756E6572  # "tuner": the advisory lock held while Optuna sets up its tables
 
-# Public storage methods, plus the two heartbeat internals Optuna calls.
-_RETRIED = (
+# Public storage methods, plus the heartbeat internals Optuna calls.
+RETRIED = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
     "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
     "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
@@ -174,7 +201,8 @@ class RetryingRDBStorage(RDBStorage):
         if not found:
             raise StorageError(
                 f"no study database at {where}; create a study first with 'tuner study "
-                "create', or give the storage of an existing one (--storage or TUNER_STORAGE)"
+                "create', or give the storage of an existing one (url or TUNER_STORAGE)",
+                params=("url",),
             )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
@@ -207,6 +235,10 @@ class RetryingRDBStorage(RDBStorage):
                 self._reset_connections()
                 _interrupt.sleep(wait)  # a stop request ends the wait (main thread)
                 delay = min(delay * 2, 10.0)
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """The study's running trials whose worker is gone (see ``_get_stale_trial_ids``)."""
+        return self._get_stale_trial_ids(study_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, plus running trials that never sent a heartbeat.
@@ -241,8 +273,29 @@ class RetryingRDBStorage(RDBStorage):
             pass
 
 
+def study_id_of(study: optuna.Study) -> int:
+    """The storage's id of ``study`` (Optuna keeps it private)."""
+    return int(study._study_id)
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` talks to: Optuna's trial cache over the storage it was given."""
+    return study._storage
+
+
+def trial_id_of(trial: Trial | FrozenTrial) -> int:
+    """The storage's id of ``trial`` (Optuna keeps it private)."""
+    return int(trial._trial_id)
+
+
 def _retrying(name: str) -> Callable[..., Any]:
-    method = getattr(RetryingRDBStorage, name)  # an override of this class, or RDBStorage's
+    try:
+        method = getattr(RetryingRDBStorage, name)  # an override of this class, or RDBStorage's
+    except AttributeError:
+        raise ImportError(
+            f"optuna {optuna.__version__} has no RDBStorage.{name}, which tuner's storage "
+            "retries; install the Optuna version pyproject.toml allows"
+        ) from None
 
     @functools.wraps(method)
     def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
@@ -251,5 +304,5 @@ def _retrying(name: str) -> Callable[..., Any]:
     return call
 
 
-for _name in _RETRIED:
+for _name in RETRIED:
     setattr(RetryingRDBStorage, _name, _retrying(_name))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.study._budget import Budget, next_action
+    from tuner.study._catalog import StudySummary, delete_study, list_studies
     from tuner.study._create import CreateResult, create_study
     from tuner.study._export import best_config, export_best, export_trials
     from tuner.study._k8s import K8sOptions, k8s_manifests
@@ -27,13 +28,21 @@ if TYPE_CHECKING:
         make_pruner,
         make_sampler,
     )
-    from tuner.study._slots import Slot, group_slots, slot_of
+    from tuner.study._slots import (
+        HISTORY_KEY,
+        RETRY_KEY,
+        Slot,
+        best_trial,
+        group_slots,
+        slot_of,
+    )
     from tuner.study._slurm import slurm_script
     from tuner.study._status import StudyStatus, study_status
     from tuner.study._worker import TrainingObjective, WorkerOptions, run_worker
 
 _WHERE = {
     "_budget": ("Budget", "next_action"),
+    "_catalog": ("StudySummary", "delete_study", "list_studies"),
     "_create": ("CreateResult", "create_study"),
     "_export": ("best_config", "export_best", "export_trials"),
     "_k8s": ("K8sOptions", "k8s_manifests"),
@@ -50,7 +59,7 @@ _WHERE = {
         "make_pruner",
         "make_sampler",
     ),
-    "_slots": ("Slot", "group_slots", "slot_of"),
+    "_slots": ("HISTORY_KEY", "RETRY_KEY", "Slot", "best_trial", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
     "_status": ("StudyStatus", "study_status"),
     "_worker": ("TrainingObjective", "WorkerOptions", "run_worker"),
@@ -59,8 +68,10 @@ _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "HISTORY_KEY",
     "MAX_NAME_LENGTH",
     "PRUNERS",
+    "RETRY_KEY",
     "SAMPLERS",
     "SETTINGS_KEY",
     "Budget",
@@ -71,19 +82,23 @@ __all__ = [
     "Slot",
     "StudySettings",
     "StudyStatus",
+    "StudySummary",
     "TrainingObjective",
     "WorkerOptions",
     "WorkerPlan",
     "WorkerReport",
     "best_config",
+    "best_trial",
     "check_study_name",
     "create_study",
+    "delete_study",
     "export_best",
     "export_trials",
     "group_slots",
     "job_label",
     "k8s_manifests",
     "launch_workers",
+    "list_studies",
     "load_settings",
     "make_pruner",
     "make_sampler",

@@ -15,9 +15,9 @@ from typing import Literal
 from optuna.trial import FrozenTrial
 
 from tuner.study._settings import DEFAULT_MAX_RETRIES
-from tuner.study._slots import RETRY_KEY, group_slots, slot_of
+from tuner.study._slots import group_slots
 
-__all__ = ["RETRY_KEY", "Budget", "next_action", "slot_of"]
+__all__ = ["Budget", "next_action"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class Budget:
         *,
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> Budget:
-        states = [slot.state(max_retries) for slot in group_slots(trials)]
+        slots = group_slots(trials)
+        states = [slot.state(max_retries) for slot in slots]
         return cls(
             budget=budget,
-            done=sum(s in ("finished", "gave up") for s in states),
-            active=sum(s in ("running", "waiting", "retry due") for s in states),
+            done=sum(slot.done(max_retries) for slot in slots),
+            active=sum(slot.active(max_retries) for slot in slots),
             waiting=states.count("waiting"),
             gave_up=states.count("gave up"),
         )

@@ -12,14 +12,13 @@ behind; it goes with the slot's own file once the slot is finished, best trial o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from pathlib import Path
 
 import optuna
 
-from tuner.study._slots import group_slots, slot_of
+from tuner.study._slots import best_trial, group_slots, slot_of
 from tuner.training import TrainState, load_states, save_states
 
 __all__ = ["Checkpoints"]
@@ -56,14 +55,10 @@ class Checkpoints:
         """
         if not self.folder.is_dir():
             return []
-        done = {
-            slot.number
-            for slot in group_slots(study.get_trials(deepcopy=False))
-            if slot.state(max_retries) in ("finished", "gave up")
-        }
-        best_slot = None
-        with contextlib.suppress(ValueError):  # no complete trial yet
-            best_slot = slot_of(study.best_trial)
+        trials = study.get_trials(deepcopy=False)
+        done = {slot.number for slot in group_slots(trials) if slot.done(max_retries)}
+        best = best_trial(trials)
+        best_slot = slot_of(best) if best is not None else None
         removed = []
         for path in self.folder.iterdir():
             torn = _TORN_FILE.fullmatch(path.name)

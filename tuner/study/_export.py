@@ -10,13 +10,14 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 import tuner
 from tuner.config import RunConfig, apply_overrides, save_config
 from tuner.data import Splits
 from tuner.errors import StudyError
 from tuner.study._settings import load_settings
+from tuner.study._slots import RETRY_KEY, best_trial
 
 __all__ = ["best_config", "export_best", "export_trials"]
 
@@ -28,13 +29,12 @@ def best_config(
     cross-validated study the split its refit trains and tests on (see :func:`_as_refit`)."""
     settings = load_settings(storage, name)
     study = optuna.load_study(study_name=name, storage=storage)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not complete:
+    best = best_trial(study.get_trials(deepcopy=False))
+    if best is None:
         raise StudyError(
             f"study {name!r} has no complete trial yet; run workers first "
             f"({shlex.join(['tuner', 'worker', name])})"
         )
-    best = min(complete, key=lambda t: float(t.value or 0.0))
     overrides = settings.search.overrides_of(best.params)
     config = apply_overrides(settings.base, overrides, source=f"trial {best.number}")
     config.provenance = {
@@ -113,7 +113,7 @@ def export_trials(storage: BaseStorage, name: str, out: Path) -> int:
                  _time(t.datetime_start), _time(t.datetime_complete), len(t.intermediate_values),
                  *(_cell(t.params.get(p)) for p in params),
                  *(_cell(t.user_attrs.get(a)) for a in attrs),
-                 t.system_attrs.get("failed_trial", "")]
+                 t.system_attrs.get(RETRY_KEY, "")]
             )  # fmt: skip
     return len(trials)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import PERMANENT_EXIT_CODE, ConfigError, TunerError
+from tuner.errors import PERMANENT_EXIT_CODE, ConfigError, DeploymentError
 from tuner.storage import resolve_url
 from tuner.study._choices import PRUNERS, SAMPLERS
 
@@ -85,9 +85,10 @@ def k8s_manifests(study: str, options: K8sOptions, *, storage: str | None) -> st
     _check(options)
     resolved = resolve_url(storage)
     if resolved.kind != "postgresql":
-        raise TunerError(
-            "a cluster needs a shared PostgreSQL study database; pass --storage "
-            "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)"
+        raise DeploymentError(
+            "a cluster needs a shared PostgreSQL study database; pass storage "
+            "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)",
+            params=("storage",),
         )
     if resolved.url.password is not None:
         logger.warning(
@@ -123,24 +124,28 @@ def _check(options: K8sOptions) -> None:
         ("trials", options.trials),
     ):
         if value < 1:
-            raise TunerError(f"{name} must be at least 1, but got {value}")
+            raise DeploymentError(f"{name} must be at least 1, but got {value}")
     if options.max_restarts < 0:
-        raise TunerError(f"max_restarts must be 0 or more, but got {options.max_restarts}")
+        raise DeploymentError(f"max_restarts must be 0 or more, but got {options.max_restarts}")
     names = {"features_claim": options.features_claim, "secret": options.secret}
     if options.checkpoints_claim is not None:
         names["checkpoints_claim"] = options.checkpoints_claim
     for what, name in names.items():
         if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-            raise TunerError(
+            raise DeploymentError(
                 f"{what} {name!r} is not a Kubernetes object name; use lower-case letters, "
                 "digits, '-' and '.', starting and ending with a letter or digit"
             )
     if not options.image or any(c.isspace() for c in options.image):
-        raise TunerError(f"image {options.image!r} is not an image reference like repo/tuner:tag")
+        raise DeploymentError(
+            f"image {options.image!r} is not an image reference like repo/tuner:tag"
+        )
     if options.pruner not in PRUNERS:
-        raise TunerError(f"pruner must be one of {', '.join(PRUNERS)}, but got {options.pruner!r}")
+        raise DeploymentError(
+            f"pruner must be one of {', '.join(PRUNERS)}, but got {options.pruner!r}"
+        )
     if options.sampler not in SAMPLERS:
-        raise TunerError(
+        raise DeploymentError(
             f"sampler must be one of {', '.join(SAMPLERS)}, but got {options.sampler!r}"
         )
 

@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING
 
 from optuna.storages import BaseStorage
 
-from tuner.errors import PERMANENT_EXIT_CODE, TunerError, permanent_errors
+from tuner.errors import PERMANENT_EXIT_CODE, LaunchError, permanent_errors
 from tuner.storage import STORAGE_ENV
 
 if TYPE_CHECKING:
@@ -58,13 +58,17 @@ def plan_workers(
 ) -> list[WorkerPlan]:
     """One worker per GPU (times ``per_gpu``), pinned with CUDA_VISIBLE_DEVICES, or N workers."""
     if gpus is not None and workers is not None:
-        raise TunerError("give either --gpus or --workers, not both")
+        raise LaunchError("give either gpus or workers, not both", params=("gpus", "workers"))
     if gpus is not None:
         ids = [g.strip() for g in gpus.split(",") if g.strip()]
         if not ids or not all(g.isdigit() for g in ids):
-            raise TunerError(f"--gpus must list GPU numbers like 0,1,2, but got {gpus!r}")
+            raise LaunchError(
+                f"gpus must list GPU numbers like 0,1,2, but got {gpus!r}", params=("gpus",)
+            )
         if per_gpu < 1:
-            raise TunerError(f"--per-gpu must be at least 1, but got {per_gpu}")
+            raise LaunchError(
+                f"per_gpu must be at least 1, but got {per_gpu}", params=("per_gpu",)
+            )
         return [
             WorkerPlan(f"gpu{g}" + (f".{k}" if per_gpu > 1 else ""), "cuda:0",
                        {"CUDA_VISIBLE_DEVICES": _visible_id(int(g))}, gpu=int(g))
@@ -73,7 +77,7 @@ def plan_workers(
         ]  # fmt: skip
     count = workers or 1
     if count < 1:
-        raise TunerError(f"--workers must be at least 1, but got {count}")
+        raise LaunchError(f"workers must be at least 1, but got {count}", params=("workers",))
     threads = max(1, (os.cpu_count() or 1) // count) if device == "cpu" else None
     return [WorkerPlan(f"w{i}", device, {}, threads) for i in range(count)]
 

@@ -33,8 +33,8 @@ from optuna.trial import Trial, TrialState
 
 from tuner import _interrupt
 from tuner._interrupt import Interrupted
-from tuner.errors import StorageError, TunerError
-from tuner.storage import RetryingRDBStorage, study_lock
+from tuner.errors import StorageError, TrainingError, TunerError
+from tuner.storage import RetryingRDBStorage, study_lock, trial_id_of
 from tuner.study._budget import Budget, next_action
 from tuner.study._retry import queue_retries
 from tuner.study._settings import DEFAULT_MAX_RETRIES
@@ -119,7 +119,7 @@ def _next_trial(
         if next_action(counted) != "run":
             return None, counted
         trial = study.ask()
-        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial_id_of(trial))
     return trial, counted
 
 
@@ -133,10 +133,10 @@ def _run_one(
     """Run the objective on one trial and tell the study; return how it ended."""
     started = time.monotonic()
     try:
-        with _heartbeat(storage, trial._trial_id):
+        with _heartbeat(storage, trial_id_of(trial)):
             value = objective(trial)
         if not math.isfinite(value):
-            raise TunerError(f"the objective returned {value}")
+            raise TrainingError(f"the objective returned {value}")
         trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
         study.tell(trial, value)
         return "complete"
@@ -180,7 +180,7 @@ def _fail(study: optuna.Study, trial: Trial, reason: str, started: float, *, kin
     """Record why the trial failed (``kind``, see :mod:`._slots`; first, so that it survives a
     kill in between), then fail it."""
     try:
-        trial.storage.set_trial_system_attr(trial._trial_id, FAILURE_KEY, kind)
+        trial.storage.set_trial_system_attr(trial_id_of(trial), FAILURE_KEY, kind)
         trial.set_user_attr("fail_reason", reason[:500])
         trial.set_user_attr("duration_s", round(time.monotonic() - started, 3))
         study.tell(trial, state=TrialState.FAIL)

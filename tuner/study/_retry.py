@@ -23,7 +23,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from tuner.storage import RetryingRDBStorage
+from tuner.storage import RetryingRDBStorage, storage_of, study_id_of
 from tuner.study._slots import (
     DIED,
     FAILURE_KEY,
@@ -67,8 +67,8 @@ def queue_retries(
 
 def _fail_stale(study: optuna.Study, storage: RetryingRDBStorage) -> None:
     reason = f"its worker died (no heartbeat for {storage.grace_period} s)"
-    backend = study._storage
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    backend = storage_of(study)
+    for trial_id in storage.stale_trial_ids(study_id_of(study)):
         try:
             # a trial whose worker was stopping already says why (interrupted, or an error)
             if FAILURE_KEY not in backend.get_trial_system_attrs(trial_id):
@@ -107,8 +107,8 @@ def _enqueue(study: optuna.Study, slot: Slot) -> None:
 
 
 def _log_once(study: optuna.Study, slots: list[Slot], max_retries: int) -> None:
-    backend = study._storage
-    logged = backend.get_study_system_attrs(study._study_id)
+    backend = storage_of(study)
+    logged = backend.get_study_system_attrs(study_id_of(study))
     for slot in slots:
         key = f"{GAVE_UP_KEY}{slot.number}"
         if key in logged:
@@ -118,4 +118,4 @@ def _log_once(study: optuna.Study, slots: list[Slot], max_retries: int) -> None:
             slot.describe(max_retries),
             max_retries,
         )
-        backend.set_study_system_attr(study._study_id, key, len(slot.attempts))
+        backend.set_study_system_attr(study_id_of(study), key, len(slot.attempts))

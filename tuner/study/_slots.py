@@ -27,6 +27,8 @@ from typing import Literal
 
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from tuner.storage import storage_of, trial_id_of
+
 __all__ = [
     "DIED",
     "ERROR",
@@ -35,6 +37,7 @@ __all__ = [
     "INTERRUPTED",
     "RETRY_KEY",
     "Slot",
+    "best_trial",
     "failure_of",
     "group_slots",
     "slot_of",
@@ -56,7 +59,7 @@ SlotState = Literal["running", "waiting", "retry due", "finished", "gave up"]
 def slot_of(trial: FrozenTrial | Trial) -> int:
     """The slot of a trial: its own number, or the number of the trial it retries."""
     if isinstance(trial, Trial):
-        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        attrs = storage_of(trial.study).get_trial_system_attrs(trial_id_of(trial))
     else:
         attrs = trial.system_attrs
     return int(attrs.get(RETRY_KEY, trial.number))
@@ -109,6 +112,14 @@ class Slot:
             return "gave up"
         return "retry due"
 
+    def done(self, max_retries: int) -> bool:
+        """Finished, or gave up: the slot counts toward the budget and needs no checkpoint."""
+        return self.state(max_retries) in ("finished", "gave up")
+
+    def active(self, max_retries: int) -> bool:
+        """Running, waiting, or owed a retry: the slot will use the budget and its checkpoint."""
+        return not self.done(max_retries)
+
     def describe(self, max_retries: int) -> str | None:
         """One line for a slot that ended without a result ("slot 2 gave up after ...")."""
         state = self.state(max_retries)
@@ -131,3 +142,14 @@ def group_slots(trials: Iterable[FrozenTrial]) -> list[Slot]:
         Slot(number, tuple(sorted(group, key=lambda t: t.number)))
         for number, group in sorted(attempts.items())
     ]
+
+
+def best_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The complete trial with the lowest value (the earliest of equals); None before any.
+
+    The one definition of "the best trial" (export, status, the worker's progress, the
+    checkpoint kept): ``study.best_trial`` asks the database again, and among equal values
+    its SQL order picks any one.
+    """
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return min(complete, key=lambda t: (t.value, t.number), default=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from tuner.errors import TunerError
+from tuner.errors import DeploymentError
 from tuner.storage import resolve_url
 from tuner.study._names import job_label
 
@@ -24,21 +24,31 @@ def slurm_script(
 ) -> str:
     """The script; one array task per worker, each running one worker per GPU it gets."""
     if workers < 1:
-        raise TunerError(f"--workers must be at least 1, but got {workers}")
+        raise DeploymentError(
+            f"workers must be at least 1, but got {workers}", params=("workers",)
+        )
     if gpus_per_worker < 1:
-        raise TunerError(f"--gpus-per-worker must be at least 1, but got {gpus_per_worker}")
+        raise DeploymentError(
+            f"gpus_per_worker must be at least 1, but got {gpus_per_worker}",
+            params=("gpus_per_worker",),
+        )
     if not re.fullmatch(r"(\d+-)?\d{1,3}:\d\d:\d\d", time_limit):
-        raise TunerError(f"--time must look like HH:MM:SS or D-HH:MM:SS, but got {time_limit!r}")
+        raise DeploymentError(
+            f"time_limit must look like HH:MM:SS or D-HH:MM:SS, but got {time_limit!r}",
+            params=("time_limit",),
+        )
     resolved = resolve_url(storage, create=False)
     if resolved.kind != "postgresql":
-        raise TunerError(
-            "a cluster needs a shared PostgreSQL study database; pass --storage "
-            "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)"
+        raise DeploymentError(
+            "a cluster needs a shared PostgreSQL study database; pass storage "
+            "postgresql://USER@HOST:5432/DB (or set TUNER_STORAGE)",
+            params=("storage",),
         )
     if partition is not None and not re.fullmatch(r"[\w.,-]+", partition, re.ASCII):
-        raise TunerError(
-            f"--partition must be a SLURM partition name (letters, digits, . , - _), but got "
-            f"{partition!r}"
+        raise DeploymentError(
+            f"partition must be a SLURM partition name (letters, digits, . , - _), but got "
+            f"{partition!r}",
+            params=("partition",),
         )
     name = shlex.quote(study)
     job = f"tuner-{job_label(study)}"  # no shell reads #SBATCH lines: no quoting helps there

@@ -4,7 +4,6 @@ that ended without a result (gave up after its retries, or failed for a reason i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,9 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study._budget import Budget
 from tuner.study._settings import StudySettings, load_settings
-from tuner.study._slots import group_slots
+from tuner.study._slots import best_trial, group_slots
 
-__all__ = ["StudyStatus", "best_trial", "describe_best", "study_status"]
+__all__ = ["StudyStatus", "describe_best", "study_status"]
 
 
 @dataclass
@@ -108,12 +107,6 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
             line for slot in slots if (line := slot.describe(settings.max_retries)) is not None
         ],
     )
-
-
-def best_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
-    """The complete trial with the lowest value (the earliest of equals); None before any."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return min(complete, key=lambda t: (t.value, t.number), default=None)
 
 
 def describe_best(trial: FrozenTrial | None) -> str:

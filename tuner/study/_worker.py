@@ -25,6 +25,7 @@ import torch
 from optuna.trial import Trial
 
 from tuner._device import resolve_device
+from tuner._format import fmt
 from tuner.config import apply_overrides
 from tuner.errors import StudyError, permanent_errors
 from tuner.features import FeatureStore
@@ -35,8 +36,8 @@ from tuner.study._folders import make_writable_folder
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._pruners import CHANCE_KEY, chance_rule
 from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
-from tuner.study._slots import slot_of
-from tuner.study._status import best_trial, describe_best
+from tuner.study._slots import best_trial, slot_of
+from tuner.study._status import describe_best
 from tuner.training import EpochReport, Lockstep, StoreTensors, Trainer, TrainState, members_of
 
 __all__ = ["TrainingObjective", "WorkerOptions", "open_study_store", "run_worker"]
@@ -130,7 +131,7 @@ class TrainingObjective:
         best = result.history[result.best_epoch - 1].val
         logger.info(
             "trial %d complete: val loss %.4f, val auc %s (%.0f s)", trial.number,
-            best.loss, _fmt(best.auc), time.monotonic() - started,
+            best.loss, fmt(best.auc), time.monotonic() - started,
         )  # fmt: skip
         return result.value
 
@@ -269,7 +270,3 @@ def open_study_store(settings: StudySettings, name: str, override: Path | None) 
         checksum=settings.features["checksum"],
         expected_by=f"study {name!r} was created with",
     )
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
