@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,17 @@ def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> Non
     result = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
     assert result.code == 0, result.err
     assert f"study mil created: 50 trials, tpe sampler, median pruner, storage {db}" in result.out
+    assert result.err == "", "the result is said once, on stdout"
     again = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
-    assert "already exists (same settings)" in again.out
+    assert "already exists (same settings): 50 trials" in again.out
+    assert again.err == ""
+    raised = run_cli("study", "create", "mil", "--features", store.path, "--trials", 80)
+    assert raised.code == 0, raised.err
+    assert "study mil re-opened: budget raised from 50 to 80 trials: 80 trials" in raised.out
     listed = run_cli("study", "list")
     assert "mil: 0 trials" in listed.out
     status = run_cli("status", "mil")
-    assert "study mil: 0 of 50 trials finished" in status.out
+    assert "study mil: 0 of 80 trials finished" in status.out
     assert "best: no finished trial yet" in status.out
     deleted = run_cli("study", "delete", "mil", "--yes")
     assert deleted.code == 0
@@ -46,12 +52,14 @@ def test_create_prints_a_worker_command_that_runs_as_printed(
         return shlex.split(line.removeprefix("start workers with: "))
 
     created = run_cli("study", "create", "my study", "--features", store.path, "--space", QUICK)
-    assert hint(created) == ["tuner", "worker", "my study", "--storage", db]
+    # in this process tuner is not the `tuner` on PATH: the hint runs this interpreter's tuner
+    assert hint(created) == [sys.executable, "-m", "tuner", "worker", "my study", "--storage", db]
     monkeypatch.delenv("TUNER_STORAGE")
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     default = run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK)
-    assert hint(default) == ["tuner", "worker", "mil"]  # the embedded default needs no --storage
+    # the embedded default needs no --storage
+    assert hint(default) == [sys.executable, "-m", "tuner", "worker", "mil"]
 
 
 CREATE = ["study", "create"]
@@ -66,8 +74,10 @@ BAD = [
      "search space '/none.yaml' not found"),
     ("missing store", [*CREATE, "x", "--features", "/none"],
      "feature store '/none' does not exist"),
-    ("different space", [*CREATE, "mil", "--features", "{store}"],
+    ("different space", [*CREATE, "mil", "--features", "{store}", "--space", "{default}"],
      "already exists with a different space"),
+    ("smaller budget", [*CREATE, "mil", "--features", "{store}", "--trials", "10"],
+     "has a budget of 50 trials; a budget can be raised but not lowered"),
     ("export without trials", ["export", "mil", "--out", "{tmp}/best.yaml"],
      "has no complete trial yet"),
     ("bad gpu list", ["launch", "mil", "--gpus", "a,b"], "--gpus must list GPU numbers"),
@@ -82,13 +92,15 @@ def test_bad_input_is_one_line(
     name: str, args: list[str], message: str, run_cli, db: str, store: FeatureStore, tmp_path: Path
 ) -> None:
     assert run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK).code == 0
-    argv = [a.format(store=store.path, tmp=tmp_path) for a in args]
+    argv = [a.format(store=store.path, tmp=tmp_path, default=QUICK.with_name("default.yaml"))
+            for a in args]  # fmt: skip
     result = run_cli(*argv)
     assert result.code != 0
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
     assert message in lines[0]
     assert not (tmp_path / "best.yaml").exists()
+    assert "study mil: 0 of 50 trials finished" in run_cli("status", "mil").out  # unchanged
 
 
 def test_unreachable_database_is_one_line_in_a_real_process(tmp_path: Path) -> None:
@@ -143,3 +155,38 @@ def test_quickstart_runs_the_whole_flow(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list((folder / "runs").iterdir())) == 2
+
+
+def test_quiet_works_before_and_after_the_subcommand(
+    run_cli, db: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    assert run_cli("study", "create", "mil", "--features", store.path, "--space", QUICK).code == 0
+    report = ["report", "mil", "--out", tmp_path / "r.html"]
+    loud = run_cli(*report)
+    assert loud.code == 0, loud.err
+    assert "tuner: left out Optimisation history: no complete trial yet" in loud.err
+    for argv in (["-q", *report], [*report, "-q"], ["report", "--quiet", *report[1:]]):
+        quiet = run_cli(*argv)
+        assert (quiet.code, quiet.err) == (0, ""), argv
+        assert "wrote" in quiet.out
+    assert "left out" in run_cli(*report).err, "the next command is loud again"
+
+
+def test_every_command_takes_quiet_and_verbose() -> None:
+    import click
+
+    from tuner.cli import cli
+
+    def commands(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
+        found = []
+        for name, command in group.commands.items():
+            found.append((f"{path} {name}", command))
+            if isinstance(command, click.Group):
+                found += commands(command, f"{path} {name}")
+        return found
+
+    every = commands(cli, "tuner")
+    assert len(every) > 20
+    for path, command in every:
+        flags = {opt for param in command.params for opt in param.opts}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= flags, path

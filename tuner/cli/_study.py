@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tuner.cli._options import PATH
+from tuner.cli._options import PATH, explicit, tuner_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("tuner.cli")
@@ -93,20 +93,33 @@ def create(
     checkpoints: Path | None,
     storage: str | None,
 ) -> None:
-    """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
+    """Create study NAME, or re-open it: minimise the validation loss (val_loss).
+
+    Re-opening checks the options you give against the study's (those left out keep the
+    study's) and raises its budget to a larger --trials; running workers pick it up.
+    """
     from tuner.study import check_study_name, create_study
 
     check_study_name(name)  # before the storage is opened, which may create it
     opened = _open(storage, create=True)
-    result = create_study(
-        opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
-        sampler=sampler, seed=seed, checkpoints=checkpoints, max_retries=max_retries,
+    given = explicit(
+        click.get_current_context(), trials=trials, pruner=pruner, sampler=sampler, seed=seed,
+        max_retries=max_retries,
     )  # fmt: skip
-    verb = "created" if result.created else "already exists (same settings)"
-    worker = shlex.join(["tuner", "worker", name, *_storage_args(opened)])
+    result = create_study(
+        opened, name, features, space=space, config=config, checkpoints=checkpoints, **given
+    )
+    settings = result.settings
+    if result.created:
+        verb = "created"
+    elif result.raised_from is not None:
+        verb = f"re-opened: budget raised from {result.raised_from} to {settings.budget} trials"
+    else:
+        verb = "already exists (same settings)"
+    worker = shlex.join([*tuner_command(), "worker", name, *_storage_args(opened)])
     click.echo(
-        f"study {name} {verb}: {trials} trials, {sampler} sampler, {pruner} pruner, storage "
-        f"{opened.public_url}\nstart workers with: {worker}"
+        f"study {name} {verb}: {settings.budget} trials, {settings.sampler} sampler, "
+        f"{settings.pruner} pruner, storage {opened.public_url}\nstart workers with: {worker}"
     )
 
 

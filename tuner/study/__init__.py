@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from tuner.study._names import MAX_NAME_LENGTH, check_study_name, job_label
     from tuner.study._settings import (
         DEFAULT_MAX_RETRIES,
+        OBJECTIVE_NAME,
+        OBJECTIVE_TITLE,
         PRUNERS,
         SAMPLERS,
         SETTINGS_KEY,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
         load_settings,
         make_pruner,
         make_sampler,
+        name_objective,
     )
     from tuner.study._slots import Slot, group_slots, slot_of
     from tuner.study._slurm import slurm_script
@@ -44,11 +47,14 @@ _WHERE = {
         "PRUNERS",
         "SAMPLERS",
         "DEFAULT_MAX_RETRIES",
+        "OBJECTIVE_NAME",
+        "OBJECTIVE_TITLE",
         "SETTINGS_KEY",
         "StudySettings",
         "load_settings",
         "make_pruner",
         "make_sampler",
+        "name_objective",
     ),
     "_slots": ("Slot", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
@@ -60,6 +66,8 @@ _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "MAX_NAME_LENGTH",
+    "OBJECTIVE_NAME",
+    "OBJECTIVE_TITLE",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -87,6 +95,7 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "name_objective",
     "next_action",
     "plan_workers",
     "preflight",

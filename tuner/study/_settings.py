@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,12 @@ from tuner.search import SearchSpace
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_PRUNER",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_SEED",
+    "DEFAULT_TRIALS",
+    "OBJECTIVE_NAME",
+    "OBJECTIVE_TITLE",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -32,13 +39,22 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "name_objective",
 ]
 
 SETTINGS_KEY = "tuner:settings"
 PRUNERS = ("median", "asha", "hyperband", "none")
 SAMPLERS = ("tpe", "random", "cmaes")
+DEFAULT_TRIALS = 50
+DEFAULT_PRUNER = "median"
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_SEED = 0
 DEFAULT_MAX_RETRIES = 3
 """Retries of a slot after its worker died (studies created before the setting have it too)."""
+OBJECTIVE_NAME = "val_loss"
+"""The objective's metric name, which optuna-dashboard and Optuna's plots show."""
+OBJECTIVE_TITLE = "validation loss"
+"""The objective as an axis title reads it."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,20 @@ def load_settings(storage: BaseStorage, study_name: str) -> StudySettings:
             "settings); create a new study with tuner"
         )
     return StudySettings(**raw)
+
+
+def name_objective(study: optuna.Study) -> bool:
+    """Name the study's objective :data:`OBJECTIVE_NAME` unless it has names; True if it named it.
+
+    ``tuner study create`` names a new study; it and the workers name one created before
+    tuner did (``set_metric_names`` is idempotent, so two workers doing it at once agree).
+    """
+    if study.metric_names is not None:
+        return False
+    with warnings.catch_warnings():  # Optuna calls metric names experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVE_NAME])
+    return True
 
 
 def make_sampler(
