@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -134,24 +139,79 @@ def test_dashboard_beyond_loopback_needs_read_only_or_allow_writes(
 
 
 @pytest.mark.slow
-def test_quickstart_runs_the_whole_flow(tmp_path: Path) -> None:
-    result = run_tuner(
-        "quickstart", tmp_path / "qs", "--cases", 12, "--trials", 4, "--epochs", 3,
-        timeout=900,
-    )  # fmt: skip
+def test_quickstart_runs_the_whole_flow_and_its_next_steps_run_as_printed(tmp_path: Path) -> None:
+    """As a new user runs it: the console script of a virtual environment that is not on PATH,
+    in a folder of their own; every command it prints then runs as printed, there."""
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv_bin
+    )
+    env = {**os.environ, "PATH": path}
+    env.pop("TUNER_STORAGE", None)
+    quickstart = [str(venv_bin / "tuner"), "quickstart", "qs", "--cases", "12", "--trials", "4",
+                  "--epochs", "3"]  # fmt: skip
+    result = subprocess.run(
+        quickstart, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     for step in range(1, 7):
         assert f"[{step}/6]" in out
     assert "test metrics of the final model:" in out
-    assert f"tuner dashboard --storage sqlite:///{tmp_path / 'qs' / 'storage' / 'tuner.db'}" in out
     folder = tmp_path / "qs"
     assert (folder / "best.yaml").is_file()
     runs = list((folder / "runs").iterdir())
     assert len(runs) == 1
     assert (runs[0] / "metrics.json").is_file()
-    again = run_tuner(
-        "quickstart", folder, "--cases", 12, "--trials", 4, "--epochs", 3, timeout=900
+
+    printed = out.split("next steps:\n", 1)[1].splitlines()
+    commands = [shlex.split(line) for line in printed if not line.strip().startswith("#")]
+    by_name = {c[1]: c for c in commands if c[1] != "explain"}
+    explains = [c for c in commands if c[1] == "explain"]
+    assert [c[0] for c in commands] == [str(venv_bin / "tuner")] * 4
+    assert by_name["dashboard"][2:] == ["--storage", "sqlite:///qs/storage/tuner.db"]
+    assert by_name["report"][2:] == ["quickstart", "--storage", "sqlite:///qs/storage/tuner.db",
+                                     "--out", "qs/report.html"]  # fmt: skip
+    run = f"qs/runs/{runs[0].name}"
+    assert explains[0][2:] == [run]
+    assert explains[1][2:4] == [run, "--case"]
+
+    def run_as_printed(command: list[str]) -> subprocess.CompletedProcess[str]:
+        ran = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert ran.returncode == 0, (command, ran.stderr[-2000:])
+        return ran
+
+    assert "wrote qs/report.html" in run_as_printed(by_name["report"]).stdout
+    assert (folder / "report.html").stat().st_size > 100_000
+    assert "test cases misclassified" in run_as_printed(explains[0]).stdout
+    assert f"case {explains[1][4]}: label" in run_as_printed(explains[1]).stdout
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [*by_name["dashboard"], "--port", str(port)], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert dashboard.poll() is None, dashboard.communicate()[1]
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/studies", timeout=2
+                ) as answer:
+                    studies = json.loads(answer.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
+                time.sleep(0.3)
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    assert [s["study_name"] for s in studies] == ["quickstart"]
+
+    again = subprocess.run(
+        quickstart, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list((folder / "runs").iterdir())) == 2
@@ -190,3 +250,43 @@ def test_every_command_takes_quiet_and_verbose() -> None:
     for path, command in every:
         flags = {opt for param in command.params for opt in param.opts}
         assert {"-q", "--quiet", "-v", "--verbose"} <= flags, path
+
+
+def test_create_help_shows_the_library_defaults() -> None:
+    """The CLI passes an option left out as None (so a re-open keeps the study's); the defaults
+    its --help shows are the ones a new study gets."""
+    from tuner.cli import cli
+    from tuner.study import _settings
+
+    create = cli.commands["study"].commands["create"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in create.params}
+    assert defaults["trials"] == _settings.DEFAULT_TRIALS
+    assert defaults["pruner"] == _settings.DEFAULT_PRUNER
+    assert defaults["sampler"] == _settings.DEFAULT_SAMPLER
+    assert defaults["seed"] == _settings.DEFAULT_SEED
+    assert defaults["max_retries"] == _settings.DEFAULT_MAX_RETRIES
+
+
+def test_printed_commands_name_the_tuner_that_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.cli._options import tuner_command
+
+    script = tmp_path / "project" / ".venv" / "bin" / "tuner"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [".venv/bin/tuner", "quickstart"])
+    assert tuner_command() == [".venv/bin/tuner"]  # as typed in the project, not on PATH
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "quickstart"])
+    assert tuner_command() == ["project/.venv/bin/tuner"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert tuner_command() == [str(script)]
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
+    assert tuner_command() == ["tuner"]  # the tuner on PATH is this one
+    monkeypatch.setattr(sys, "argv", ["/somewhere/tuner/__main__.py"])
+    assert tuner_command() == [sys.executable, "-m", "tuner"]

@@ -109,12 +109,17 @@ def explicit(ctx: click.Context, **values: Any) -> dict[str, Any]:
 
 def tuner_command() -> list[str]:
     """How to run this tuner again, as a command that works where it is printed: ``tuner`` when
-    that is the executable on PATH, else the running executable's path (``.venv/bin/tuner``),
-    else ``python -m tuner`` with this interpreter."""
+    that is the executable on PATH, else the running executable's path (``.venv/bin/tuner``,
+    relative when it lies below the working folder), else ``python -m tuner`` with this
+    interpreter."""
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if argv0 is not None and argv0.name == "tuner" and argv0.is_file():
-        on_path = shutil.which("tuner")
-        if on_path is not None and Path(on_path).resolve() == argv0.resolve():
-            return ["tuner"]
-        return [str(argv0.resolve())]
-    return [sys.executable, "-m", "tuner"]
+    if argv0 is None or argv0.name != "tuner" or not argv0.is_file():
+        return [sys.executable, "-m", "tuner"]
+    on_path = shutil.which("tuner")
+    if on_path is not None and Path(on_path).resolve() == argv0.resolve():
+        return ["tuner"]
+    here, executable = Path.cwd().resolve(), argv0.absolute()
+    if not executable.is_relative_to(here):
+        return [str(executable)]
+    relative = str(executable.relative_to(here))
+    return [relative if "/" in relative else f"./{relative}"]

@@ -64,7 +64,10 @@ def study() -> None:
 @click.option("--features", type=PATH, required=True, help="Feature store the trials train on.")
 @click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
 @click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
-@click.option("--trials", default=50, show_default=True, help="Budget of finished trials.")
+@click.option(
+    "--trials", default=50, show_default=True,
+    help="Budget of finished trials; given again, larger, it raises an existing study's.",
+)  # fmt: skip
 @click.option("--pruner", type=PRUNER, default="median", show_default=True)
 @click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
@@ -420,14 +423,17 @@ def quickstart(folder: Path, cases: int, trials: int, workers: int, epochs: int)
     Demo data, features, a study, local workers, export of the best trial, final training.
     """
     from tuner.cli._options import progress_enabled
-    from tuner.quickstart import QuickstartOptions, run_quickstart
+    from tuner.quickstart import QuickstartOptions, next_steps, run_quickstart
 
     _quiet_optuna()
     options = QuickstartOptions(
         folder=folder, cases=cases, trials=trials, workers=workers, epochs=epochs,
         progress=progress_enabled(),
     )  # fmt: skip
-    run_quickstart(options, click.echo)
+    result = run_quickstart(options, click.echo)
+    click.echo("next steps:")
+    for what, command in next_steps(result, tuner_command(), Path.cwd()):
+        click.echo(f"  # {what}\n  {command}")
 
 
 @click.command()

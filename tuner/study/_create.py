@@ -142,14 +142,14 @@ def create_study(
                 "that option out to keep the study's, choose another name, or delete the study "
                 "first with 'tuner study delete'"
             )
-        name_objective(study)
-        if trials is None or trials == old.budget:
-            return CreateResult(old, created=False)
-        if trials < old.budget:
+        if trials is not None and trials < old.budget:
             raise StudyError(
                 f"study {name!r} has a budget of {old.budget} trials; a budget can be raised but "
                 f"not lowered, but got trials={trials}"
             )
+        name_objective(study)
+        if trials is None or trials == old.budget:
+            return CreateResult(old, created=False)
         raised = replace(old, budget=trials)
         storage.set_study_system_attr(study_id, SETTINGS_KEY, asdict(raised))
         storage.set_study_user_attr(study_id, "budget", trials)
