@@ -70,11 +70,11 @@ class StudyStatus:
                     f"  trial {t.number:<5} {t.user_attrs.get('worker', '?'):<24} "
                     f"{t.user_attrs.get('device', '?'):<8} epoch {epoch:<4} for {_age(age)}"
                 )
+        if self.span is not None:
+            lines.append(f"throughput: {self.throughput()}")
         if self.ended:
             lines.append("ended without a result:")
             lines += [f"  {line}" for line in self.ended]
-        if self.span is not None:
-            lines.append(f"throughput: {self.throughput()}")
         return "\n".join(lines)
 
     @property
@@ -89,7 +89,8 @@ class StudyStatus:
         if self.span is None:
             return "no finished trial yet"
         if self.per_hour is None:
-            return f"{self.finished} finished trials in {_age(self.span)}"
+            trials = "trial" if self.finished == 1 else "trials"
+            return f"{self.finished} finished {trials} in {_age(self.span)}"
         return (
             f"{self.per_hour:.1f} finished trials per hour over {_age(self.span)} "
             f"({self.per_hour_recent} in the last hour)"
