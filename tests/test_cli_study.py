@@ -37,7 +37,7 @@ def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> Non
     assert again.err == ""
     raised = run_cli("study", "create", "mil", "--features", store.path, "--trials", 80)
     assert raised.code == 0, raised.err
-    assert "study mil re-opened: budget raised from 50 to 80 trials: 80 trials" in raised.out
+    assert "study mil budget raised from 50 to 80 trials; tpe sampler" in raised.out
     listed = run_cli("study", "list")
     assert "mil: 0 trials" in listed.out
     status = run_cli("status", "mil")

@@ -113,17 +113,14 @@ def create(
         opened, name, features, space=space, config=config, checkpoints=checkpoints, **given
     )
     settings = result.settings
-    if result.created:
-        verb = "created"
-    elif result.raised_from is not None:
-        verb = f"re-opened: budget raised from {result.raised_from} to {settings.budget} trials"
+    what = f"{settings.sampler} sampler, {settings.pruner} pruner, storage {opened.public_url}"
+    if result.raised_from is not None:
+        said = f"budget raised from {result.raised_from} to {settings.budget} trials; {what}"
     else:
-        verb = "already exists (same settings)"
+        verb = "created" if result.created else "already exists (same settings)"
+        said = f"{verb}: {settings.budget} trials, {what}"
     worker = shlex.join([*tuner_command(), "worker", name, *_storage_args(opened)])
-    click.echo(
-        f"study {name} {verb}: {settings.budget} trials, {settings.sampler} sampler, "
-        f"{settings.pruner} pruner, storage {opened.public_url}\nstart workers with: {worker}"
-    )
+    click.echo(f"study {name} {said}\nstart workers with: {worker}")
 
 
 def _storage_args(opened: Any) -> list[str]:
