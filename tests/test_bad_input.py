@@ -40,7 +40,7 @@ class World:
             "root": self.root, "store": self.store, "other_store": self.other_store,
             "db": self.db, "patches": self.root / "demo" / "patches",
             "labels": self.root / "demo" / "labels.csv", "pg_port": self.cluster.port,
-            **self.files,
+            "default_space": QUICK.with_name("default.yaml"), **self.files,
         }  # fmt: skip
         return text.format(**values)
 
@@ -241,8 +241,13 @@ CASES = [
     ),
     Case(
         "study: created again, other space",
-        "study create mil --features {store} --storage {db}",
+        "study create mil --features {store} --space {default_space} --storage {db}",
         "already exists with a different space",
+    ),
+    Case(
+        "study: created again, smaller budget",
+        "study create mil --features {store} --trials 2 --storage {db}",
+        "has a budget of 4 trials; a budget can be raised but not lowered",
     ),
     Case(
         "study: negative retry cap",

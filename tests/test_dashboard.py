@@ -126,6 +126,9 @@ def test_dashboard_shows_the_study_in_a_real_browser(
         expect(page.get_by_text(f"Best Trial (number={study.best_trial.number})")).to_be_visible()
         best_value = page.get_by_role("heading", name=f"{study.best_value:g}", exact=True)
         expect(best_value).to_be_visible()
+        # the objective by the name tuner gives it, not Optuna's "Objective 0"
+        expect(page.get_by_text("val_loss").first).to_be_visible()
+        expect(page.get_by_text("Objective 0")).to_have_count(0)
         history = page.locator(".js-plotly-plot").first
         expect(history.locator("svg.main-svg").first).to_be_visible()
         points = history.locator("path.point")
@@ -149,13 +152,11 @@ def test_dashboard_shows_the_study_in_a_real_browser(
 
 @pytest.fixture
 def read_only_dashboard(store: FeatureStore, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``tuner dashboard --read-only`` on a Postgres study whose objective has a name."""
+    """``tuner dashboard --read-only`` on a Postgres study (tuner names its objective)."""
     with fresh_database() as url:
         storage = open_storage(url)
         create_study(storage, "mil", store.path, space=QUICK, trials=8, pruner="asha")
         study = optuna.load_study(study_name="mil", storage=storage)
-        if study.metric_names is None:  # the test names it if tuner does not (yet)
-            study.set_metric_names(["val_loss"])
         fill(study)
         with serving(tmp_path, ["--storage", url, "--read-only"]) as address:
             yield address, url

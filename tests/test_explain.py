@@ -43,6 +43,9 @@ def test_explain_case_draws_every_slice_and_matches_the_run(
     slices = {(r.stain, r.slice) for r in store.rows if r.case == case}
     expected = {f"{stain}_slice-{slice_}.png" for stain, slice_ in slices}
     assert {p.name for p in folder.glob("*.png")} == expected | {"attention_bars.png"}
+    for name in expected:  # each grid says that it is not the tissue's layout
+        texts = drawn_texts(folder / name)
+        assert any("not where they lie in the tissue" in t for t in texts), texts
     for picture in folder.glob("*.png"):
         with Image.open(picture) as image:
             assert image.width > 200
@@ -80,6 +83,36 @@ def test_explain_case_without_the_patch_images(
     assert result.code == 0, result.err
     assert (tmp_path / "pictures" / "attention_bars.png").is_file()
     assert (tmp_path / "pictures" / "summary.json").is_file()
+
+
+def drawn_texts(picture: Path) -> list[str]:
+    """The texts drawn on a picture of tuner explain (which records them in the PNG)."""
+    with Image.open(picture) as image:
+        return str(image.text["Description"]).splitlines()  # type: ignore[attr-defined]
+
+
+def test_explain_run_names_the_misclassified_cases_on_its_picture(
+    run_cli: Callable, run: Path
+) -> None:
+    """Two test cases made misclassified (their prediction flipped in predictions.csv): the
+    picture names them, and only them, beside their points."""
+    predictions = read_csv(run / "predictions.csv")
+    flipped = sorted(p["case"] for p in predictions)[:2]
+    for p in predictions:
+        right = p["case"] not in flipped
+        labels = sorted({q["label"] for q in predictions} | {"0", "1"})
+        p["prediction"] = p["label"] if right else next(x for x in labels if x != p["label"])
+    with (run / "predictions.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(predictions[0]))
+        writer.writeheader()
+        writer.writerows(predictions)
+    result = run_cli("explain", str(run))
+    assert result.code == 0, result.err
+    assert f"2 of {len(predictions)} test cases misclassified" in result.out
+    texts = drawn_texts(run / "explain" / "misclassified_slice_attention.png")
+    cases = {p["case"] for p in predictions}
+    assert sorted(t for t in texts if t in cases) == sorted(flipped * 2)  # in both panels
+    assert "misclassified (2)" in texts
 
 
 def test_explain_run_summarises_misclassified_cases(run_cli: Callable, run: Path) -> None:

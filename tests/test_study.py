@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -30,6 +31,7 @@ from tuner.study import (
 )
 
 QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"
+DEFAULT_SPACE = QUICK.with_name("default.yaml")
 
 
 def test_create_stores_everything_a_worker_needs(storage_url: str, store: FeatureStore) -> None:
@@ -58,7 +60,7 @@ def test_same_create_is_a_no_op_and_a_different_one_is_refused(
     again = create_study(open_storage(storage_url), "s", store.path, space=QUICK, trials=5)
     assert not again.created
     with pytest.raises(StudyError, match="already exists with a different space"):
-        create_study(storage, "s", store.path, trials=5)
+        create_study(storage, "s", store.path, space=DEFAULT_SPACE, trials=5)
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump({"data": {"features": str(store.path)}, "train": {"epochs": 3}})
@@ -68,6 +70,57 @@ def test_same_create_is_a_no_op_and_a_different_one_is_refused(
     with pytest.raises(StudyError, match="already exists with a different max_retries"):
         create_study(storage, "s", store.path, space=QUICK, trials=5, max_retries=0)
     assert len(optuna.get_all_study_summaries(storage)) == 1
+
+
+def test_reopening_compares_only_the_options_given(
+    storage_url: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    """Options left out keep the study's: a later default (here: another space, pruner, seed
+    and retry cap) does not refuse an old study; the store is always compared."""
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5, pruner="asha", seed=7,
+                 max_retries=1)  # fmt: skip
+    again = create_study(open_storage(storage_url), "s", store.path)
+    assert not again.created
+    assert again.raised_from is None
+    kept = again.settings
+    assert (kept.budget, kept.pruner, kept.seed, kept.max_retries) == (5, "asha", 7, 1)
+    assert list(kept.space) == list(load_settings(storage, "s").space)
+    same = create_study(storage, "s", store.path, space=QUICK, pruner="asha", seed=7)
+    assert not same.created
+    with pytest.raises(StudyError, match="already exists with a different pruner, seed"):
+        create_study(storage, "s", store.path, pruner="median", seed=0)
+
+
+def test_a_larger_budget_raises_it_and_a_smaller_one_is_refused(
+    storage_url: str, store: FeatureStore
+) -> None:
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    raised = create_study(open_storage(storage_url), "s", store.path, space=QUICK, trials=9)
+    assert (raised.created, raised.raised_from, raised.settings.budget) == (False, 5, 9)
+    assert load_settings(storage, "s").budget == 9
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.user_attrs["budget"] == 9
+    assert "study s: 0 of 9 trials finished" in study_status(storage, "s").render()
+    with pytest.raises(StudyError, match="can be raised but not lowered, but got trials=4"):
+        create_study(storage, "s", store.path, space=QUICK, trials=4)
+    assert load_settings(storage, "s").budget == 9
+    assert not create_study(storage, "s", store.path, trials=9).raised_from
+
+
+def test_the_objective_is_named_val_loss(storage_url: str, store: FeatureStore) -> None:
+    """By create, and by a re-open of a study made before tuner named it (as Optuna tools and
+    the dashboard show the name); the CSV export keeps its column ``value``."""
+    storage = open_storage(storage_url)
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.metric_names == ["val_loss"]
+    study_id = storage.get_study_id_from_name("s")
+    storage.set_study_system_attr(study_id, "study:metric_names", None)  # as an old study
+    assert optuna.load_study(study_name="s", storage=storage).metric_names is None
+    create_study(storage, "s", store.path)
+    assert optuna.load_study(study_name="s", storage=storage).metric_names == ["val_loss"]
 
 
 def test_the_retry_cap_is_a_study_setting(storage_url: str, store: FeatureStore) -> None:
@@ -151,6 +204,27 @@ def add_trials(study: optuna.Study) -> None:
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("minutes", "expected"),
+    [(0.75, "throughput: 4 finished trials in 45s"),
+     (9, "throughput: 4 finished trials in 9m00s"),
+     (120, "throughput: 2.0 finished trials per hour over 2h00m (0 in the last hour)")],
+)  # fmt: skip
+def test_status_quotes_a_rate_only_over_a_long_enough_span(
+    minutes: float, expected: str, store: FeatureStore, tmp_path: Path
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    create_study(storage, "s", store.path, space=QUICK, trials=5)
+    study = optuna.load_study(study_name="s", storage=storage)
+    end = datetime.now() - timedelta(hours=1, seconds=1) if minutes > 60 else datetime.now()
+    for i in range(4):
+        trial = create_trial(value=1.0)
+        trial.datetime_start = end - timedelta(minutes=minutes) * (1 - i / 4)
+        trial.datetime_complete = end - timedelta(minutes=minutes) * (1 - (i + 1) / 4)
+        study.add_trial(trial)
+    assert expected in study_status(storage, "s").render()
+
+
 def test_export_writes_a_config_train_accepts(
     storage_url: str, store: FeatureStore, tmp_path: Path
 ) -> None:
@@ -174,7 +248,7 @@ def test_export_writes_a_config_train_accepts(
     rows = (tmp_path / "trials.csv").read_text().splitlines()
     assert n == 3
     assert len(rows) == 4
-    assert rows[0].startswith("number,state,value")
+    assert rows[0].startswith("number,state,value,")  # not val_loss: the columns are stable
 
 
 def test_status_shows_counts_best_and_running(storage_url: str, store: FeatureStore) -> None:
@@ -191,7 +265,9 @@ def test_status_shows_counts_best_and_running(storage_url: str, store: FeatureSt
     assert "complete 3, running 1" in text
     assert "best: trial 1, val loss 0.2000, val auc 0.800" in text
     assert re.search(r"trial 3\s+gpu-box:4242\s+cuda:0\s+epoch 3", text)
-    assert "finished trials per hour" in text
+    # the trials were added within a second: a rate per hour would mean nothing
+    assert re.search(r"throughput: 3 finished trials in \d+s\n", text + "\n"), text
+    assert "per hour" not in text
     assert study_status(storage, "s").summary() == (  # the last line of `tuner launch`
         "study s: 3 of 5 trials finished; trials by state: complete 3, running 1; "
         "best val loss 0.2000 (trial 1)"

@@ -142,3 +142,64 @@ def test_sigterm_fails_the_trial_as_interrupted_and_queues_it_again(
     assert trials[1].params == trials[0].params
     assert trials[1].system_attrs["failed_trial"] == 0
     assert trials[1].intermediate_values == trials[0].intermediate_values
+
+
+def test_a_running_worker_sees_a_raised_budget(
+    store: FeatureStore, tmp_path: Path, run_cli
+) -> None:
+    """A real worker waits while another's trial runs and the budget is met; raised by
+    `tuner study create --trials`, it starts another trial at once, then stops at the new
+    budget. The old worker read the budget once and never ran the third slot. It also names
+    the objective of a study that has no name for it."""
+    import subprocess
+    import sys
+    import time
+
+    config, space = write_inputs(tmp_path, store)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    base = ["study", "create", "grow", "--features", store.path, "--storage", url]
+    created = run_cli(*base, "--space", space, "--config", config, "--trials", 2)
+    assert created.code == 0, created.err
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="grow", storage=storage)
+    elsewhere = study.ask()  # another worker's trial, running all along
+    # as a study from before tuner named its objective: the worker names it
+    storage.set_study_system_attr(study._study_id, "study:metric_names", None)
+    storage.record_heartbeat(elsewhere._trial_id)
+
+    def complete() -> list[optuna.trial.FrozenTrial]:
+        return study.get_trials(deepcopy=False, states=[TrialState.COMPLETE, TrialState.PRUNED])
+
+    def wait_for(done: int, worker: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 180
+        while len(complete()) < done:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, f"fewer than {done} trials after 180 s"
+            storage.record_heartbeat(elsewhere._trial_id)
+            time.sleep(0.3)
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "worker", "grow", "--storage", url, "--device", "cpu",
+         "--poll", "0.2", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(1, worker)
+        time.sleep(2)  # budget 2: one done, one running elsewhere: the worker waits
+        assert worker.poll() is None
+        assert len(study.get_trials(deepcopy=False)) == 2
+        raised = run_cli(*base, "--trials", 3)
+        assert raised.code == 0, raised.err
+        assert "budget raised from 2 to 3 trials" in raised.out
+        wait_for(2, worker)
+        study.tell(elsewhere, 1.0)
+        out, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err[-2000:]
+    assert "worker done: 2 complete" in out
+    assert "stops: 3 of 3 trials finished" in err
+    assert len(study.get_trials(deepcopy=False)) == 3
+    assert study.metric_names == ["val_loss"]

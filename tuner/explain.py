@@ -2,12 +2,13 @@
 
 For one case of a run: a picture per stain and slice, each patch shaded by its effective
 attention (patch weight x slice weight x stain weight, so all patches of the case share one
-scale), drawn on the patch images when they are still where extraction found them; bar charts
+scale), drawn on the patch images when they are still where extraction found them, in a grid in
+the store's order (the picture says so: patch files do not record where they lie); bar charts
 of the slice- and stain-level attention; and a summary (label, prediction, probability).
 
 For a whole run: how the slice-level attention of misclassified test cases is distributed,
 next to the correctly classified ones (a model that is wrong often attends diffusely, or to
-the wrong slice with confidence).
+the wrong slice with confidence), each misclassified case named beside its point.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from tuner.training import CaseSampler, StoreTensors, Trainer
 __all__ = ["CaseExplanation", "explain_case", "explain_run"]
 
 TILE = 64
+GRID_NOTE = (
+    "patches in a grid in the store's order, not where they lie in the tissue "
+    "(the patch files do not record their position)"
+)
 
 
 @dataclass
@@ -146,8 +151,12 @@ def _draw_case(ex: CaseExplanation, store: FeatureStore, folder: Path) -> list[P
         )
         mappable = plt.cm.ScalarMappable(cmap="inferno", norm=plt.Normalize(0, scale))
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, label="effective attention")
+        ax.text(
+            0.5, -0.02, GRID_NOTE, transform=ax.transAxes, ha="center", va="top", fontsize=8,
+            color="#555555", wrap=True,
+        )  # fmt: skip
         path = folder / f"{_safe(stain)}_slice-{_safe(slice_)}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        _save(fig, path, bbox_inches="tight")
         plt.close(fig)
         pictures.append(path)
     pictures.append(_draw_bars(ex, folder))
@@ -211,7 +220,7 @@ def _draw_bars(ex: CaseExplanation, folder: Path) -> Path:
     )
     fig.tight_layout()
     path = folder / "attention_bars.png"
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -261,25 +270,40 @@ def _draw_run(stats: dict[str, dict[str, float]], wrong: set[str], folder: Path)
         (left, "top", "largest slice weight of the case"),
         (right, "entropy", "normalised entropy of slice weights"),
     ):
-        groups = [
-            [s[key] for c, s in stats.items() if c not in wrong],
-            [s[key] for c, s in stats.items() if c in wrong],
+        names = [
+            sorted((c for c in stats if c not in wrong), key=natural_key),
+            sorted((c for c in stats if c in wrong), key=natural_key),
         ]
+        groups = [[stats[c][key] for c in group] for group in names]
         ax.boxplot([g or [math.nan] for g in groups], widths=0.5)
-        for x, values in enumerate(groups, start=1):
+        for x, (values, cases) in enumerate(zip(groups, names, strict=True), start=1):
             jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(values))
-            ax.scatter(
-                x + jitter, values, s=18, alpha=0.7, color="#c44e52" if x == 2 else "#4c72b0"
-            )
+            colour = "#c44e52" if x == 2 else "#4c72b0"
+            ax.scatter(x + jitter, values, s=18, alpha=0.7, color=colour)
+            if x == 2:  # the misclassified cases by name, to look at with --case
+                for case, dx, value in zip(cases, jitter, values, strict=True):
+                    ax.annotate(
+                        case, (x + dx, value), xytext=(5, 0), textcoords="offset points",
+                        fontsize=7, va="center", color=colour,
+                    )  # fmt: skip
         ax.set_xticks([1, 2], [f"correct ({len(groups[0])})", f"misclassified ({len(groups[1])})"])
         ax.set_title(title)
         ax.set_ylim(-0.02, 1.02)
     fig.suptitle("Slice-level attention of the test cases", fontsize=11)
     fig.tight_layout()
     path = folder / "misclassified_slice_attention.png"
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig: Any, path: Path, **options: Any) -> None:
+    """Save the picture; every text drawn on it also goes into the PNG's ``Description``, so
+    that a reader (or a test) gets the words without reading pixels."""
+    from matplotlib.text import Text
+
+    texts = [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    fig.savefig(path, dpi=110, metadata={"Description": "\n".join(texts)}, **options)
 
 
 def _image_root(store: FeatureStore) -> Path | None:

@@ -7,6 +7,7 @@ study is complete, so the workers stop at once) and trains a new final run.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shlex
@@ -24,7 +25,7 @@ from tuner.storage import open_storage
 from tuner.study import create_study, export_best, launch_workers, plan_workers
 from tuner.training import train_run
 
-__all__ = ["QuickstartOptions", "QuickstartResult", "run_quickstart"]
+__all__ = ["QuickstartOptions", "QuickstartResult", "next_steps", "run_quickstart", "typed_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class QuickstartResult:
     best_config: Path
     run: Path
     test_metrics: dict[str, float | int | None]
+    study: str = STUDY
+    case: str | None = None  # a test case of the final run, for `tuner explain --case`
 
 
 def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> QuickstartResult:
@@ -103,9 +106,43 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> Q
         echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     echo("test metrics of the final model: " + json.dumps(_rounded(test)))
     echo(f"run folder: {run}")
-    dashboard = shlex.join(["tuner", "dashboard", "--storage", storage_url])
-    echo(f"open the dashboard with:\n  {dashboard}")
-    return QuickstartResult(storage_url, best_path, run, test)
+    return QuickstartResult(storage_url, best_path, run, test, STUDY, _a_test_case(run))
+
+
+def _a_test_case(run: Path) -> str | None:
+    with (run / "predictions.csv").open(newline="") as handle:
+        return next((row["case"] for row in csv.DictReader(handle)), None)
+
+
+def typed_path(path: Path, cwd: Path) -> str:
+    """``path`` as a person types it in ``cwd``: relative when it lies below, else absolute."""
+    path = path.resolve()
+    return (
+        str(path.relative_to(cwd.resolve())) if path.is_relative_to(cwd.resolve()) else str(path)
+    )
+
+
+def next_steps(result: QuickstartResult, tuner: list[str], cwd: Path) -> list[tuple[str, str]]:
+    """What to run next, as (what it does, command line) that run as printed in ``cwd`` with
+    the ``tuner`` command given (``["tuner"]``, ``[".venv/bin/tuner"]``, ...)."""
+    database = Path(result.storage_url.removeprefix("sqlite:///"))
+    storage = ["--storage", f"sqlite:///{typed_path(database, cwd)}"]
+    run = typed_path(result.run, cwd)
+    report = typed_path(result.best_config.with_name("report.html"), cwd)
+    steps = [
+        ("watch the study in optuna-dashboard (http://127.0.0.1:8080/dashboard/)",
+         [*tuner, "dashboard", *storage]),
+        ("write the study's report, one HTML file",
+         [*tuner, "report", result.study, *storage, "--out", report]),
+        ("compare the slice attention of the misclassified test cases",
+         [*tuner, "explain", run]),
+    ]  # fmt: skip
+    if result.case is not None:
+        steps.append(
+            (f"see where the model looks in test case {result.case}",
+             [*tuner, "explain", run, "--case", result.case])
+        )  # fmt: skip
+    return [(what, shlex.join(command)) for what, command in steps]
 
 
 def _rounded(metrics: dict[str, float | int | None]) -> dict[str, float | int | None]:

@@ -9,13 +9,13 @@ flag (``--device 'cuda:9' does not exist``), see :data:`FLAGS`.
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 
 import click
 
 from tuner.cli import _data, _features, _study, _train
+from tuner.cli._options import QUIET_HELP, VERBOSE_HELP, add_verbosity_options, set_verbosity
 from tuner.errors import PERMANENT_EXIT_CODE, TunerError
 
 __all__ = ["FLAGS", "cli", "main"]
@@ -26,8 +26,8 @@ FLAGS = {"url": "--storage", "time_limit": "--time"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug messages.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 @click.version_option(package_name="tuner", prog_name="tuner")
 def cli(quiet: bool, verbose: bool) -> None:
     """Hyperparameter optimisation for hierarchical attention MIL models.
@@ -35,13 +35,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     The flow: demo-data or your patches -> data check -> features extract -> study create ->
     worker / launch -> status / dashboard -> export -> train.
     """
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("tuner: %(message)s"))
-    root = logging.getLogger("tuner")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    set_verbosity(quiet=quiet, verbose=verbose)
 
 
 cli.add_command(_data.demo_data)
@@ -55,6 +49,7 @@ cli.add_command(_study.study)
 for _command in (_study.worker, _study.launch, _study.slurm, _study.k8s, _study.status,
                  _study.export, _study.dashboard, _study.quickstart, _study.report):  # fmt: skip
     cli.add_command(_command)
+add_verbosity_options(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tuner.cli._options import PATH
+from tuner.cli._options import PATH, explicit, tuner_command
 from tuner.study._choices import PRUNERS, SAMPLERS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +58,10 @@ def study() -> None:
 @click.option("--features", type=PATH, required=True, help="Feature store the trials train on.")
 @click.option("--space", type=PATH, default=None, help="Search space YAML (default: built in).")
 @click.option("--config", type=PATH, default=None, help="Base run config (default: defaults).")
-@click.option("--trials", default=50, show_default=True, help="Budget of finished trials.")
+@click.option(
+    "--trials", default=50, show_default=True,
+    help="Budget of finished trials; given again, larger, it raises an existing study's.",
+)  # fmt: skip
 @click.option("--pruner", type=PRUNER, default="median", show_default=True)
 @click.option("--sampler", type=SAMPLER, default="tpe", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler.")
@@ -87,21 +90,31 @@ def create(
     checkpoints: Path | None,
     storage: str | None,
 ) -> None:
-    """Create study NAME (or confirm it exists with the same settings): minimise val loss."""
+    """Create study NAME, or re-open it: minimise the validation loss (val_loss).
+
+    Re-opening checks the options you give against the study's (those left out keep the
+    study's) and raises its budget to a larger --trials; running workers pick it up.
+    """
     from tuner.study import check_study_name, create_study
 
     check_study_name(name)  # before the storage is opened, which may create it
     opened = _open(storage, create=True)
-    result = create_study(
-        opened, name, features, space=space, config=config, trials=trials, pruner=pruner,
-        sampler=sampler, seed=seed, checkpoints=checkpoints, max_retries=max_retries,
+    given = explicit(
+        click.get_current_context(), trials=trials, pruner=pruner, sampler=sampler, seed=seed,
+        max_retries=max_retries,
     )  # fmt: skip
-    verb = "created" if result.created else "already exists (same settings)"
-    worker = shlex.join(["tuner", "worker", name, *_storage_args(opened)])
-    click.echo(
-        f"study {name} {verb}: {trials} trials, {sampler} sampler, {pruner} pruner, storage "
-        f"{opened.public_url}\nstart workers with: {worker}"
+    result = create_study(
+        opened, name, features, space=space, config=config, checkpoints=checkpoints, **given
     )
+    settings = result.settings
+    what = f"{settings.sampler} sampler, {settings.pruner} pruner, storage {opened.public_url}"
+    if result.raised_from is not None:
+        said = f"budget raised from {result.raised_from} to {settings.budget} trials; {what}"
+    else:
+        verb = "created" if result.created else "already exists (same settings)"
+        said = f"{verb}: {settings.budget} trials, {what}"
+    worker = shlex.join([*tuner_command(), "worker", name, *_storage_args(opened)])
+    click.echo(f"study {name} {said}\nstart workers with: {worker}")
 
 
 def _storage_args(opened: Any) -> list[str]:
@@ -398,14 +411,17 @@ def quickstart(folder: Path, cases: int, trials: int, workers: int, epochs: int)
     Demo data, features, a study, local workers, export of the best trial, final training.
     """
     from tuner.cli._options import progress_enabled
-    from tuner.quickstart import QuickstartOptions, run_quickstart
+    from tuner.quickstart import QuickstartOptions, next_steps, run_quickstart
 
     _quiet_optuna()
     options = QuickstartOptions(
         folder=folder, cases=cases, trials=trials, workers=workers, epochs=epochs,
         progress=progress_enabled(),
     )  # fmt: skip
-    run_quickstart(options, click.echo)
+    result = run_quickstart(options, click.echo)
+    click.echo("next steps:")
+    for what, command in next_steps(result, tuner_command(), Path.cwd()):
+        click.echo(f"  # {what}\n  {command}")
 
 
 @click.command()

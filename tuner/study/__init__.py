@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from tuner.study._names import MAX_NAME_LENGTH, check_study_name, job_label
     from tuner.study._settings import (
         DEFAULT_MAX_RETRIES,
+        OBJECTIVE_NAME,
+        OBJECTIVE_TITLE,
         PRUNERS,
         SAMPLERS,
         SETTINGS_KEY,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
         load_settings,
         make_pruner,
         make_sampler,
+        name_objective,
     )
     from tuner.study._slots import (
         HISTORY_KEY,
@@ -53,11 +56,14 @@ _WHERE = {
         "PRUNERS",
         "SAMPLERS",
         "DEFAULT_MAX_RETRIES",
+        "OBJECTIVE_NAME",
+        "OBJECTIVE_TITLE",
         "SETTINGS_KEY",
         "StudySettings",
         "load_settings",
         "make_pruner",
         "make_sampler",
+        "name_objective",
     ),
     "_slots": ("HISTORY_KEY", "RETRY_KEY", "Slot", "best_trial", "group_slots", "slot_of"),
     "_slurm": ("slurm_script",),
@@ -70,6 +76,8 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "HISTORY_KEY",
     "MAX_NAME_LENGTH",
+    "OBJECTIVE_NAME",
+    "OBJECTIVE_TITLE",
     "PRUNERS",
     "RETRY_KEY",
     "SAMPLERS",
@@ -102,6 +110,7 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "name_objective",
     "next_action",
     "plan_workers",
     "preflight",

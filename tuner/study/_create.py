@@ -13,16 +13,21 @@ from tuner.config import DataConfig, RunConfig, load_config
 from tuner.errors import StudyError
 from tuner.features import FeatureStore
 from tuner.search import load_space
-from tuner.storage import RetryingRDBStorage
+from tuner.storage import RetryingRDBStorage, study_lock
 from tuner.study._folders import folder_problem
 from tuner.study._names import check_study_name
 from tuner.study._settings import (
     DEFAULT_MAX_RETRIES,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_SEED,
+    DEFAULT_TRIALS,
     PRUNERS,
     SAMPLERS,
     SETTINGS_KEY,
     StudySettings,
     load_settings,
+    name_objective,
 )
 from tuner.training import resolve_splits
 
@@ -32,9 +37,14 @@ logger = logging.getLogger(__name__)
 
 
 class CreateResult:
-    def __init__(self, settings: StudySettings, created: bool) -> None:
+    """The study's settings, whether this call created it, and the budget it raised, if any."""
+
+    def __init__(
+        self, settings: StudySettings, created: bool, raised_from: int | None = None
+    ) -> None:
         self.settings = settings
         self.created = created
+        self.raised_from = raised_from
 
 
 def create_study(
@@ -44,14 +54,21 @@ def create_study(
     *,
     space: Path | None = None,
     config: Path | None = None,
-    trials: int = 50,
-    pruner: str = "median",
-    sampler: str = "tpe",
-    seed: int = 0,
+    trials: int | None = None,
+    pruner: str | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
     checkpoints: Path | None = None,
-    max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retries: int | None = None,
 ) -> CreateResult:
-    """Create the study ``name``, or confirm that it exists with exactly these settings.
+    """Create the study ``name``, or re-open it: check it agrees, and maybe raise its budget.
+
+    An option left as None was not given: a new study takes its default (the built-in space,
+    the default config, :data:`DEFAULT_TRIALS` trials, ...), an existing one keeps what it has.
+    Re-opening compares only the options given (and the store's checksum), so a default that
+    changed in a later tuner does not refuse an old study. A larger ``trials`` raises the
+    budget (running workers see it when they next decide whether to start a trial); a smaller
+    one is refused.
 
     Everything is checked before the study is touched: the name (:func:`check_study_name`),
     the store (and its checksum), the config, the search space against the config, the split
@@ -61,15 +78,17 @@ def create_study(
     It is checked here without creating anything (a path under a regular file is refused);
     each worker makes it and checks it again where it runs. ``max_retries`` is how many times a
     slot is retried after its worker died (interrupted trials are retried without counting).
+    The new study's objective is named :data:`OBJECTIVE_NAME` (and so is an old one's without
+    a name).
     """
     check_study_name(name)
-    if trials < 1:
+    if trials is not None and trials < 1:
         raise StudyError(f"--trials must be at least 1, but got {trials}")
-    if pruner not in PRUNERS:
+    if pruner is not None and pruner not in PRUNERS:
         raise StudyError(f"--pruner must be one of {', '.join(PRUNERS)}, but got {pruner!r}")
-    if sampler not in SAMPLERS:
+    if sampler is not None and sampler not in SAMPLERS:
         raise StudyError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
-    if max_retries < 0:
+    if max_retries is not None and max_retries < 0:
         raise StudyError(
             f"max_retries must be 0 or more (retries of a trial whose worker died), but got "
             f"{max_retries}"
@@ -84,43 +103,58 @@ def create_study(
         base=base,
         features={"path": str(store.path.resolve()), "checksum": store.checksum},
         splits=splits,
-        budget=trials,
-        pruner=pruner,
-        sampler=sampler,
-        seed=seed,
+        budget=DEFAULT_TRIALS if trials is None else trials,
+        pruner=pruner or DEFAULT_PRUNER,
+        sampler=sampler or DEFAULT_SAMPLER,
+        seed=DEFAULT_SEED if seed is None else seed,
         tuner_version=tuner.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         checkpoints=_checkpoint_folder(storage, checkpoints),
-        max_retries=max_retries,
+        max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
     )
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True
-    )
-    study_id = storage.get_study_id_from_name(name)
-    existing = storage.get_study_system_attrs(study_id).get(SETTINGS_KEY)
-    if existing is None:
-        if study.trials:
+    given = {"space": space, "base_config": config, "budget": trials, "pruner": pruner,
+             "sampler": sampler, "seed": seed, "max_retries": max_retries}  # fmt: skip
+    compared = ["features", *(k for k, v in given.items() if v is not None and k != "budget")]
+    with study_lock(storage, name):  # a raised budget and the workers' count never interleave
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True
+        )
+        study_id = storage.get_study_id_from_name(name)
+        existing = storage.get_study_system_attrs(study_id).get(SETTINGS_KEY)
+        if existing is None:
+            if study.trials:
+                raise StudyError(
+                    f"study {name!r} exists with {len(study.trials)} trials but was not made by "
+                    "tuner; choose another name"
+                )
+            if study.direction != optuna.study.StudyDirection.MINIMIZE:
+                raise StudyError(f"study {name!r} exists and maximises; choose another name")
+            storage.set_study_system_attr(study_id, SETTINGS_KEY, settings.to_json())
+            name_objective(study)
+            _describe_for_dashboard(storage, study_id, settings)
+            return CreateResult(settings, created=True)
+        old = load_settings(storage, name)
+        new, before = settings.comparable(), old.comparable()
+        differs = [k for k in compared if before[k] != new[k]]
+        if differs:
             raise StudyError(
-                f"study {name!r} exists with {len(study.trials)} trials but was not made by "
-                "tuner; choose another name"
+                f"study {name!r} already exists with a different {', '.join(differs)}; leave "
+                "that option out to keep the study's, choose another name, or delete the study "
+                "first with 'tuner study delete'"
             )
-        if study.direction != optuna.study.StudyDirection.MINIMIZE:
-            raise StudyError(f"study {name!r} exists and maximises; choose another name")
-        storage.set_study_system_attr(study_id, SETTINGS_KEY, settings.to_json())
-        _describe_for_dashboard(storage, study_id, settings)
-        logger.info(
-            "created study %s: %d trials, %s sampler, %s pruner", name, trials, sampler, pruner
-        )
-        return CreateResult(settings, created=True)
-    old = load_settings(storage, name)
-    differs = [k for k, v in settings.comparable().items() if old.comparable()[k] != v]
-    if differs:
-        raise StudyError(
-            f"study {name!r} already exists with a different {', '.join(differs)}; choose another "
-            "name, or delete it first with 'tuner study delete'"
-        )
-    logger.info("study %s already exists with these settings; nothing to do", name)
-    return CreateResult(old, created=False)
+        if trials is not None and trials < old.budget:
+            raise StudyError(
+                f"study {name!r} has a budget of {old.budget} trials; a budget can be raised but "
+                f"not lowered, but got trials={trials}"
+            )
+        name_objective(study)
+        if trials is None or trials == old.budget:
+            return CreateResult(old, created=False)
+        raised = old.model_copy(update={"budget": trials})
+        storage.set_study_system_attr(study_id, SETTINGS_KEY, raised.to_json())
+        storage.set_study_user_attr(study_id, "budget", trials)
+    logger.debug("study %s: budget raised from %d to %d trials", name, old.budget, trials)
+    return CreateResult(raised, created=False, raised_from=old.budget)
 
 
 def _checkpoint_folder(storage: RetryingRDBStorage, given: Path | None) -> str | None:

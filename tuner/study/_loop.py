@@ -63,7 +63,7 @@ class WorkerReport:
 def run_trials(
     study: optuna.Study,
     storage: RetryingRDBStorage,
-    budget: int,
+    budget: int | Callable[[], int],
     objective: Objective,
     *,
     max_retries: int = DEFAULT_MAX_RETRIES,
@@ -75,6 +75,9 @@ def run_trials(
 ) -> WorkerReport:
     """Run trials of ``study`` until ``budget`` slots are finished (or ``max_trials`` here).
 
+    ``budget`` may be a function that reads it from the study: it is called under the study
+    lock whenever the loop decides whether to start a trial, so a budget raised meanwhile
+    (``tuner study create --trials``) counts at once.
     ``max_retries`` is the study's cap on retries after deaths (see :mod:`._slots`).
     ``on_trial`` runs when a trial starts; ``after_trial`` when it has been told, under the
     study lock (tidying up after trials, such as deleting checkpoints, happens there);
@@ -107,10 +110,15 @@ def run_trials(
 
 
 def _next_trial(
-    study: optuna.Study, storage: RetryingRDBStorage, budget: int, max_retries: int
+    study: optuna.Study,
+    storage: RetryingRDBStorage,
+    budget: int | Callable[[], int],
+    max_retries: int,
 ) -> tuple[Trial | None, Budget]:
     """Under the study lock: queue owed retries, count the budget, and maybe start a trial."""
     with study_lock(storage, study.study_name), warnings.catch_warnings():
+        if callable(budget):
+            budget = budget()
         # Optuna calls heartbeats "experimental" and warns that they belong to optimize().
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)

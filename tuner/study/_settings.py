@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import warnings
 from typing import Any
 
 import optuna
@@ -27,6 +28,12 @@ from tuner.study._pruners import ChanceHyperbandPruner, ChancePruner, chance_rul
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_PRUNER",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_SEED",
+    "DEFAULT_TRIALS",
+    "OBJECTIVE_NAME",
+    "OBJECTIVE_TITLE",
     "PRUNERS",
     "SAMPLERS",
     "SETTINGS_KEY",
@@ -37,11 +44,20 @@ __all__ = [
     "load_settings",
     "make_pruner",
     "make_sampler",
+    "name_objective",
 ]
 
 SETTINGS_KEY = "tuner:settings"
+DEFAULT_TRIALS = 50
+DEFAULT_PRUNER: PrunerName = "median"
+DEFAULT_SAMPLER: SamplerName = "tpe"
+DEFAULT_SEED = 0
 DEFAULT_MAX_RETRIES = 3
 """Retries of a slot after its worker died (studies created before the setting have it too)."""
+OBJECTIVE_NAME = "val_loss"
+"""The objective's metric name, which optuna-dashboard and Optuna's plots show."""
+OBJECTIVE_TITLE = "validation loss"
+"""The objective as an axis title reads it."""
 
 _NOT_THE_STUDY = {"tuner_version", "created", "checkpoints"}  # where it lives, not what it is
 
@@ -136,6 +152,20 @@ def load_settings(storage: BaseStorage, study_name: str) -> StudySettings:
             f"study {study_name!r} has damaged or foreign tuner settings ({where}: "
             f"{first['msg']}); recreate it with this version of 'tuner study create'"
         ) from None
+
+
+def name_objective(study: optuna.Study) -> bool:
+    """Name the study's objective :data:`OBJECTIVE_NAME` unless it has names; True if it named it.
+
+    ``tuner study create`` names a new study; it and the workers name one created before
+    tuner did (``set_metric_names`` is idempotent, so two workers doing it at once agree).
+    """
+    if study.metric_names is not None:
+        return False
+    with warnings.catch_warnings():  # Optuna calls metric names experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVE_NAME])
+    return True
 
 
 def make_sampler(

@@ -15,7 +15,10 @@ from tuner.study._budget import Budget
 from tuner.study._settings import StudySettings, load_settings
 from tuner.study._slots import best_trial, group_slots
 
-__all__ = ["StudyStatus", "describe_best", "study_status"]
+__all__ = ["MIN_RATE_SPAN", "StudyStatus", "describe_best", "study_status"]
+
+MIN_RATE_SPAN = timedelta(minutes=10)
+"""The shortest span over which ``tuner status`` quotes trials per hour (shorter: the count)."""
 
 
 @dataclass
@@ -26,7 +29,8 @@ class StudyStatus:
     states: dict[str, int]
     best: FrozenTrial | None
     running: list[FrozenTrial]
-    per_hour: float | None
+    finished: int  # trials that ended (complete, pruned or failed)
+    span: timedelta | None  # from the first start to the last end
     per_hour_recent: int
     now: datetime
     ended: list[str] = field(default_factory=list)  # one line per slot without a result
@@ -65,15 +69,31 @@ class StudyStatus:
                     f"  trial {t.number:<5} {t.user_attrs.get('worker', '?'):<24} "
                     f"{t.user_attrs.get('device', '?'):<8} epoch {epoch:<4} for {_age(age)}"
                 )
+        if self.span is not None:
+            lines.append(f"throughput: {self.throughput()}")
         if self.ended:
             lines.append("ended without a result:")
             lines += [f"  {line}" for line in self.ended]
-        if self.per_hour is not None:
-            lines.append(
-                f"throughput: {self.per_hour:.1f} finished trials per hour "
-                f"({self.per_hour_recent} in the last hour)"
-            )
         return "\n".join(lines)
+
+    @property
+    def per_hour(self) -> float | None:
+        """Finished trials per hour, once they span :data:`MIN_RATE_SPAN` (else None)."""
+        if self.span is None or self.span < MIN_RATE_SPAN:
+            return None
+        return self.finished / (self.span.total_seconds() / 3600)
+
+    def throughput(self) -> str:
+        """The rate over a span long enough to mean it, else the count and the span."""
+        if self.span is None:
+            return "no finished trial yet"
+        if self.per_hour is None:
+            trials = "trial" if self.finished == 1 else "trials"
+            return f"{self.finished} finished {trials} in {_age(self.span)}"
+        return (
+            f"{self.per_hour:.1f} finished trials per hour over {_age(self.span)} "
+            f"({self.per_hour_recent} in the last hour)"
+        )
 
 
 def study_status(storage: BaseStorage, name: str) -> StudyStatus:
@@ -82,11 +102,11 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished() and t.datetime_complete]
     now = datetime.now()
-    per_hour = None
+    span = None
     starts = [t.datetime_start for t in trials if t.datetime_start]
-    if finished and starts:
-        hours = (max(t.datetime_complete for t in finished) - min(starts)).total_seconds() / 3600  # type: ignore[type-var,operator]
-        per_hour = len(finished) / hours if hours > 0 else None
+    ends = [t.datetime_complete for t in finished if t.datetime_complete]
+    if ends and starts:
+        span = max(ends) - min(starts)
     recent = sum(
         1
         for t in finished
@@ -100,7 +120,8 @@ def study_status(storage: BaseStorage, name: str) -> StudyStatus:
         states=dict(Counter(t.state.name for t in trials)),
         best=best_trial(trials),
         running=[t for t in trials if t.state == TrialState.RUNNING],
-        per_hour=per_hour,
+        finished=len(finished),
+        span=span,
         per_hour_recent=recent,
         now=now,
         ended=[

@@ -35,7 +35,13 @@ from tuner.study._checkpoints import Checkpoints
 from tuner.study._folders import make_writable_folder
 from tuner.study._loop import WorkerReport, run_trials
 from tuner.study._pruners import CHANCE_KEY, chance_rule
-from tuner.study._settings import StudySettings, load_settings, make_pruner, make_sampler
+from tuner.study._settings import (
+    StudySettings,
+    load_settings,
+    make_pruner,
+    make_sampler,
+    name_objective,
+)
 from tuner.study._slots import best_trial, slot_of
 from tuner.study._status import describe_best
 from tuner.training import EpochReport, Lockstep, StoreTensors, Trainer, TrainState, members_of
@@ -162,6 +168,7 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
                 study_name=name, storage=storage, sampler=make_sampler(settings),
                 pruner=make_pruner(settings),
             )  # fmt: skip
+        name_objective(study)  # a study created before tuner named its objective
         data = StoreTensors.load(store, device)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     objective = TrainingObjective(settings, data, device, checkpoints)
@@ -174,21 +181,28 @@ def run_worker(storage: RetryingRDBStorage, name: str, options: WorkerOptions) -
         trial.set_user_attr("device", str(device))
 
     retries = settings.max_retries
+
+    latest = [settings.budget]
+
+    def budget() -> int:  # re-read under the study lock: `study create` may have raised it
+        latest[0] = load_settings(storage, name).budget
+        return latest[0]
+
     with Progress(study, settings.budget, retries, bar=options.progress) as progress:
         report = run_trials(
-            study, storage, settings.budget, objective, max_retries=retries,
+            study, storage, budget, objective, max_retries=retries,
             poll_seconds=options.poll_seconds, max_trials=options.max_trials, on_trial=label,
             after_trial=(
                 (lambda: checkpoints.sweep(study, retries)) if checkpoints is not None else None
             ),
-            on_told=progress.update,
+            on_told=lambda: progress.update(latest[0]),
         )  # fmt: skip
     if report.budget is not None:
         logger.info(
             "worker %s stops: %d of %d trials finished",
             worker,
             report.budget.done,
-            settings.budget,
+            report.budget.budget,
         )
     return report
 
@@ -227,17 +241,22 @@ class Progress:
         self._redirect.__exit__(None, None, None)
         self.bar.close()
 
-    def update(self) -> None:
+    def update(self, budget: int | None = None) -> None:
+        """Redraw, with the study's ``budget`` as the loop last read it (it may have been
+        raised)."""
+        if budget is not None and budget != self.budget:
+            self.budget = budget
+            self.bar.total = budget
         trials = self.study.get_trials(deepcopy=False)
-        budget = Budget.count(trials, self.budget, max_retries=self.max_retries)
+        counted = Budget.count(trials, self.budget, max_retries=self.max_retries)
         best_text = describe_best(best_trial(trials))
         if self.bar.disable:
             logger.info(
                 "study %s: %d/%d trials done, %d running; %s", self.study.study_name,
-                budget.done, self.budget, budget.active, best_text,
+                counted.done, self.budget, counted.active, best_text,
             )  # fmt: skip
         else:
-            self.bar.n = budget.done
+            self.bar.n = counted.done
             self.bar.set_postfix_str(best_text, refresh=True)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import tuner
+from tuner._format import fmt
 from tuner._device import resolve_device
 from tuner.config import RunConfig, save_config
 from tuner.data import Split, Splits, load_splits, make_splits
@@ -222,7 +223,7 @@ def _train_fold(
     logger.info(
         "%s: best epoch %d of %d (%s), val loss %.4f, val auc %s",
         name, fit.best_epoch, len(fit.history), fit.stopped_by, fit.best_val.loss,
-        _fmt(fit.best_val.auc),
+        fmt(fit.best_val.auc),
     )  # fmt: skip
     model = trainer.new_model()
     model.load_state_dict(fit.state_dict)
@@ -431,7 +432,3 @@ def _write_attention(path: Path, folds: list[FoldResult], store: FeatureStore) -
 
 def _all_cases(split: Split) -> list[str]:
     return [*split.train, *split.val, *split.test]
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
