@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 import tuner
-from tuner._format import fmt
 from tuner._device import resolve_device
+from tuner._format import fmt
 from tuner.config import RunConfig, save_config
 from tuner.data import Split, Splits, load_splits, make_splits
 from tuner.errors import DataError, TunerError
