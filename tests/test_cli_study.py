@@ -184,6 +184,11 @@ def test_quickstart_runs_the_whole_flow_and_its_next_steps_run_as_printed(tmp_pa
     for step in range(1, 7):
         assert f"[{step}/6]" in out
     assert "test metrics of the final model:" in out
+    table = out.split("balanced accuracy", 1)[0].splitlines()[-3:]
+    assert table[0].split() == ["base", "config", "best", "config"], out
+    assert table[1].startswith("test AUC")
+    assert table[2].startswith("test loss")
+    assert len(list((tmp_path / "qs" / "untuned").iterdir())) == 1
     folder = tmp_path / "qs"
     assert (folder / "best.yaml").is_file()
     runs = list((folder / "runs").iterdir())

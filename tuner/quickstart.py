@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tuner.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
 from tuner.data import write_demo_dataset
@@ -23,7 +24,7 @@ from tuner.features import ExtractOptions, extract_features
 from tuner.search import DEFAULT_SPACE
 from tuner.storage import open_storage
 from tuner.study import create_study, export_best, launch_workers, plan_workers
-from tuner.training import train_run
+from tuner.training import Metrics, train_run
 
 __all__ = ["QuickstartOptions", "QuickstartResult", "next_steps", "run_quickstart", "typed_path"]
 
@@ -95,15 +96,24 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None]) -> Q
     best = export_best(storage, STUDY, best_path, storage_url=storage_url)
     echo(f"[5/6] best trial {best.number} (val loss {best.value:.4f}) exported to {best_path}")
 
-    run = folder / "runs" / f"final-{datetime.now():%Y%m%d-%H%M%S}"
-    echo(f"[6/6] final training with the best config into {run}")
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    run = folder / "runs" / f"final-{stamp}"
+    untuned = folder / "untuned" / f"base-{stamp}"
+    echo(f"[6/6] final training with the best config into {run}, and with the base config")
+    echo(f"      (what you would train without tuning) into {untuned}, on the same test cases")
     result = train_run(load_config(best_path), run, progress=options.progress)
     test = result.metrics["test"]
+    base_test = train_run(
+        load_config(folder / "base.yaml"), untuned, progress=options.progress
+    ).metrics["test"]
 
     echo("")
     echo("best configuration:")
     for key, value in best.params.items():
         echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    echo("")
+    for line in side_by_side({"base config": base_test, "best config": test}):
+        echo(line)
     echo("test metrics of the final model: " + json.dumps(_rounded(test)))
     echo(f"run folder: {run}")
     return QuickstartResult(storage_url, best_path, run, test, STUDY, _a_test_case(run))
@@ -143,6 +153,32 @@ def next_steps(result: QuickstartResult, tuner: list[str], cwd: Path) -> list[tu
              [*tuner, "explain", run, "--case", result.case])
         )  # fmt: skip
     return [(what, shlex.join(command)) for what, command in steps]
+
+
+_SHOWN = (
+    ("test AUC", "auc"),
+    ("test loss", "loss"),
+    ("balanced accuracy", "balanced_accuracy"),
+    ("test cases", "n_cases"),
+)
+
+
+def side_by_side(columns: dict[str, dict[str, Any]]) -> list[str]:
+    """Test metrics of several runs as a small table, the AUC with its bootstrap interval."""
+    cells = [["", *columns]]
+    for name, key in _SHOWN:
+        cells.append([name, *(_metric(m, key) for m in columns.values())])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+
+
+def _metric(metrics: dict[str, Any], key: str) -> str:
+    if key == "auc":
+        return Metrics(**metrics).auc_text()
+    value = metrics[key]
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _rounded(metrics: dict[str, float | int | None]) -> dict[str, float | int | None]:
