@@ -27,10 +27,12 @@ FLAT = [0.70, 0.69, 0.695, 0.693, 0.69, 0.692, 0.694, 0.691, 0.69, 0.693, 0.69, 
 LEARNING = [0.72, 0.80, 0.75, 0.70, 0.69, 0.66, 0.60, 0.55, 0.52, 0.50, 0.49, 0.48]
 
 
-def test_the_rule_scales_with_the_epochs() -> None:
-    assert chance_rule(40) == ChanceRule(warmup=10, margin=0.05)
+def test_the_rule_scales_with_the_epochs_and_spares_the_last_one() -> None:
+    assert chance_rule(40) == ChanceRule(warmup=10, margin=0.05, epochs=40)
     assert chance_rule(8).warmup == 5
-    assert chance_rule(3).warmup == 3
+    assert not chance_rule(3).flat(0.69, 3, [0.7, 0.7, 0.7]), "the last epoch is never pruned"
+    assert not chance_rule(12).flat(0.69, 12, FLAT)
+    assert chance_rule(12).flat(0.69, 11, FLAT[:11])
 
 
 def test_a_flat_trial_is_pruned_after_the_warmup_and_a_learning_one_kept() -> None:
@@ -53,7 +55,7 @@ def test_the_pruner_asks_the_wrapped_one_only_for_trials_that_learn() -> None:
             return False
 
     pruner = ChancePruner(ChanceRule(warmup=10, margin=0.05), Always())
-    assert pruner.prune(study, running(FLAT))
+    assert pruner.prune(study, running(FLAT[:11]))
     assert Always.calls == 0
     assert not pruner.prune(study, running(LEARNING))
     assert Always.calls == 1
@@ -67,4 +69,4 @@ def test_hyperband_keeps_its_class_so_samplers_see_its_brackets() -> None:
     study.add_trial(
         create_trial(state=TrialState.COMPLETE, value=0.3, intermediate_values={1: 0.5})
     )
-    assert pruner.prune(study, running(FLAT))
+    assert pruner.prune(study, running(FLAT[:11]))

@@ -412,3 +412,20 @@ def test_settings_of_a_study_made_before_typed_parameters_still_load(
     loaded = load_settings(storage, "old")
     assert loaded.search == new.search
     assert loaded.base.train.early_stopping_warmup == 10
+
+
+def test_export_of_a_study_whose_trials_all_learned_nothing_says_so(
+    tmp_path: Path, store: FeatureStore
+) -> None:
+    from tuner.study import best_config
+
+    storage = open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    create_study(storage, "s", store.path, space=QUICK, trials=2)
+    study = optuna.load_study(study_name="s", storage=storage)
+    flat = {"pruned_because": "it learned nothing"}
+    for _ in range(2):
+        study.add_trial(
+            create_trial(state=TrialState.PRUNED, intermediate_values={5: 0.7}, user_attrs=flat)
+        )
+    with pytest.raises(StudyError, match="its 2 trials were pruned or failed .2 learned nothing"):
+        best_config(storage, "s", storage_url="sqlite://")

@@ -29,7 +29,7 @@ from tuner.study._settings import (
     load_settings,
     name_objective,
 )
-from tuner.training import resolve_splits
+from tuner.training import resolve_splits, warn_small_splits
 
 __all__ = ["CreateResult", "create_study"]
 
@@ -132,6 +132,7 @@ def create_study(
             storage.set_study_system_attr(study_id, SETTINGS_KEY, settings.to_json())
             name_objective(study)
             _describe_for_dashboard(storage, study_id, settings)
+            warn_small_splits(splits, store)
             return CreateResult(settings, created=True)
         old = load_settings(storage, name)
         new, before = settings.comparable(), old.comparable()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 import tuner
 from tuner.config import RunConfig, apply_overrides, save_config
@@ -29,8 +29,19 @@ def best_config(
     cross-validated study the split its refit trains and tests on (see :func:`_as_refit`)."""
     settings = load_settings(storage, name)
     study = optuna.load_study(study_name=name, storage=storage)
-    best = best_trial(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(trials)
     if best is None:
+        ended = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
+        if ended and all(t.state.is_finished() for t in trials):
+            nothing = sum(
+                t.user_attrs.get("pruned_because") == "it learned nothing" for t in ended
+            )
+            raise StudyError(
+                f"study {name!r} has no complete trial: its {len(ended)} trials were pruned or "
+                f"failed ({nothing} learned nothing); see 'tuner status', then create a study "
+                "with a wider search space or more epochs"
+            )
         raise StudyError(
             f"study {name!r} has no complete trial yet; run workers first "
             f"({shlex.join(['tuner', 'worker', name])})"

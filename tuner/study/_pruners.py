@@ -45,6 +45,7 @@ class ChanceRule:
 
     warmup: int
     margin: float
+    epochs: int | None = None  # the trials' epochs: the last one is never pruned
 
     def learned_nothing(self, trial: FrozenTrial) -> bool:
         """Whether ``trial``, past the warm-up, never went clearly below its chance loss."""
@@ -57,7 +58,7 @@ class ChanceRule:
     def flat(self, chance: float, epoch: int, losses: Iterable[float]) -> bool:
         """Whether a curve at ``epoch`` (``losses`` so far), past the warm-up, never went
         clearly below ``chance``."""
-        if epoch < self.warmup:
+        if epoch < self.warmup or (self.epochs is not None and epoch >= self.epochs):
             return False
         finite = [v for v in losses if math.isfinite(v)]
         return not finite or min(finite) > (1 - self.margin) * chance
@@ -70,9 +71,11 @@ class ChanceRule:
 
 
 def chance_rule(epochs: int) -> ChanceRule:
-    """The rule for trials of ``epochs`` epochs: a warm-up of a quarter of them (at least 5,
-    at most all of them) and a margin of 5 % of the chance loss (0.035 for two classes)."""
-    return ChanceRule(warmup=min(epochs, max(5, math.ceil(epochs / 4))), margin=0.05)
+    """The rule for trials of ``epochs`` epochs: a warm-up of a quarter of them (at least 5)
+    and a margin of 5 % of the chance loss (0.035 for two classes). Trials too short for a
+    warm-up before their last epoch are never pruned by it: pruning at the end saves nothing,
+    and a study whose trials are all pruned has nothing to export."""
+    return ChanceRule(warmup=max(5, math.ceil(epochs / 4)), margin=0.05, epochs=epochs)
 
 
 class ChancePruner(BasePruner):

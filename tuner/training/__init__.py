@@ -18,6 +18,7 @@ from tuner.training._run import (
     open_store,
     resolve_splits,
     train_run,
+    warn_small_splits,
 )
 from tuner.training._state import TrainState, load_state, load_states, save_state, save_states
 from tuner.training._trainer import (
@@ -61,5 +62,6 @@ __all__ = [
     "save_state",
     "save_states",
     "train_run",
+    "warn_small_splits",
     "with_auc_interval",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "open_store",
     "resolve_splits",
     "train_run",
+    "warn_small_splits",
     "write_predictions",
 ]
 
@@ -109,7 +110,6 @@ def resolve_splits(config: RunConfig, store: FeatureStore) -> Splits:
                         f"the {name} split{where} has no case of class {cls!r}; use more cases, "
                         "other split fractions or another data.split.seed"
                     )
-    _warn_small(splits, labels, store.classes)
     return splits
 
 
@@ -134,8 +134,10 @@ SMALL_CLASS = 10
 """A split with fewer cases of a class than this gets a warning: its AUC is a coarse guess."""
 
 
-def _warn_small(splits: Splits, labels: dict[str, int], classes: tuple[str, ...]) -> None:
-    """Warn once when a split has fewer than :data:`SMALL_CLASS` cases of a class."""
+def warn_small_splits(splits: Splits, store: FeatureStore) -> None:
+    """Warn once when a split has fewer than :data:`SMALL_CLASS` cases of a class (``tuner
+    train`` before it trains, ``tuner study create`` once the study is made)."""
+    labels, classes = store.labels(), store.classes
     fewest: dict[str, tuple[int, str]] = {}
     for split in splits.splits:
         for name, cases in split.parts().items():
@@ -165,6 +167,7 @@ def train_run(
         raise TunerError(f"run folder {str(out)!r} already exists; choose another --out")
     store = open_store(config)
     splits = resolve_splits(config, store)
+    warn_small_splits(splits, store)
     device = resolve_device(config.train.device)
     config = config.model_copy(deep=True)
     config.data.checksum = store.checksum
