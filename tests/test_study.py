@@ -427,5 +427,7 @@ def test_export_of_a_study_whose_trials_all_learned_nothing_says_so(
         study.add_trial(
             create_trial(state=TrialState.PRUNED, intermediate_values={5: 0.7}, user_attrs=flat)
         )
-    with pytest.raises(StudyError, match=r"its 2 trials were pruned or failed \(2 learned nothing\)"):
+    with pytest.raises(
+        StudyError, match=r"its 2 trials were pruned or failed \(2 learned nothing\)"
+    ):
         best_config(storage, "s", storage_url="sqlite://")
