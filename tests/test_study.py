@@ -151,8 +151,8 @@ def test_create_refuses_bad_input_before_touching_the_storage(
     cases = [
         ({"space": bad_space}, "low must not exceed high"),
         ({"config": folds}, "a study tunes on one train/validation split"),
-        ({"trials": 0}, "--trials must be at least 1"),
-        ({"pruner": "sometimes"}, "--pruner must be one of"),
+        ({"trials": 0}, "trials must be at least 1"),
+        ({"pruner": "sometimes"}, "pruner must be one of"),
         ({"max_retries": -1}, "max_retries must be 0 or more"),
     ]
     for kwargs, message in cases:

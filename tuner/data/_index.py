@@ -159,13 +159,14 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         compiled = re.compile(pattern)
     except re.error as exc:
         raise DataError(
-            f"--pattern {pattern!r} is not a valid regular expression: {exc}"
+            f"pattern {pattern!r} is not a valid regular expression: {exc}", params=("pattern",)
         ) from None
     missing = [g for g in REQUIRED_GROUPS if g not in compiled.groupindex]
     if missing:
         raise DataError(
-            f"--pattern {pattern!r} lacks the named group(s) {', '.join(missing)}; write them as "
-            "(?P<case>...), (?P<stain>...), (?P<slice>...)"
+            f"pattern {pattern!r} lacks the named group(s) {', '.join(missing)}; write them as "
+            "(?P<case>...), (?P<stain>...), (?P<slice>...)",
+            params=("pattern",),
         )
     return compiled
 

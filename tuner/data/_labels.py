@@ -47,8 +47,9 @@ def read_labels(
     path = Path(path)
     if not path.is_file():
         raise DataError(
-            f"labels file {str(path)!r} not found; pass --labels with a CSV that has "
-            f"columns {case_column!r} and {label_column!r}"
+            f"labels file {str(path)!r} not found; pass as labels a CSV that has "
+            f"columns {case_column!r} and {label_column!r}",
+            params=("labels",),
         )
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -100,7 +101,8 @@ def _class_names(seen: set[str], explicit: list[str] | None, path: Path) -> tupl
         if unknown:
             raise DataError(
                 f"labels file {str(path)!r} has labels {unknown} that are not among the classes "
-                f"{explicit}; add them to --classes or fix the labels"
+                f"{explicit}; add them to classes or fix the labels",
+                params=("classes",),
             )
         names = list(explicit)
     elif all(_is_int(v) for v in seen):

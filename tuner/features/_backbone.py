@@ -70,9 +70,10 @@ class WeightsSpec:
         path = Path(value)
         if not path.is_file():
             raise StoreError(
-                f"--weights {value!r} is neither 'pretrained', 'imagenet', 'random' nor an "
+                f"weights {value!r} is neither 'pretrained', 'imagenet', 'random' nor an "
                 "existing file; pass a state-dict file (.pth, .bin, .safetensors) or one of "
-                "those names"
+                "those names",
+                params=("weights",),
             )
         with path.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -273,8 +274,9 @@ def read_state_dict(path: Path) -> State:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for a bad file
         raise StoreError(
-            f"--weights file {str(path)!r} is not a PyTorch state dict ({type(exc).__name__}); "
-            "save one with torch.save(model.state_dict(), FILE) or safetensors"
+            f"weights file {str(path)!r} is not a PyTorch state dict ({type(exc).__name__}); "
+            "save one with torch.save(model.state_dict(), FILE) or safetensors",
+            params=("weights",),
         ) from None
     return _unwrap(state, str(path))
 
@@ -284,7 +286,9 @@ def _unwrap(state: object, where: str) -> State:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise StoreError(f"--weights file {where!r} does not hold a state dict of tensors")
+        raise StoreError(
+            f"weights file {where!r} does not hold a state dict of tensors", params=("weights",)
+        )
     return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 

@@ -69,13 +69,20 @@ class ExtractOptions:
 
     def check(self) -> None:
         if self.batch_size < 1:
-            raise StoreError(f"--batch-size must be at least 1, but got {self.batch_size}")
+            raise StoreError(
+                f"batch_size must be at least 1, but got {self.batch_size}", params=("batch_size",)
+            )
         if self.views < 1:
-            raise StoreError(f"--views must be at least 1, but got {self.views}")
+            raise StoreError(f"views must be at least 1, but got {self.views}", params=("views",))
         if self.image_size is not None and not 16 <= self.image_size <= 4096:
-            raise StoreError(f"--image-size must be 16..4096 pixels, but got {self.image_size}")
+            raise StoreError(
+                f"image_size must be 16..4096 pixels, but got {self.image_size}",
+                params=("image_size",),
+            )
         if self.workers is not None and self.workers < 0:
-            raise StoreError(f"--workers must be 0 or more, but got {self.workers}")
+            raise StoreError(
+                f"workers must be 0 or more, but got {self.workers}", params=("workers",)
+            )
 
 
 class PatchImages(Dataset[torch.Tensor]):
@@ -222,8 +229,9 @@ def _existing_store(out: Path, settings: dict[str, Any], overwrite: bool) -> Fea
         if overwrite:
             return None
         raise StoreError(
-            f"--out {str(out)!r} exists and is not a feature store; choose another folder or "
-            "pass --overwrite to replace it"
+            f"output folder {str(out)!r} exists and is not a feature store; choose another "
+            "folder or pass overwrite to replace it",
+            params=("overwrite",),
         )
     manifest = json.loads((out / MANIFEST).read_text())
     differs = [k for k, v in settings.items() if manifest.get(k) != json.loads(json.dumps(v))]
@@ -234,7 +242,8 @@ def _existing_store(out: Path, settings: dict[str, Any], overwrite: bool) -> Fea
         return None
     raise StoreError(
         f"feature store {str(out)!r} exists with a different manifest (differs in "
-        f"{', '.join(differs)}); pass --overwrite to replace it or choose another --out"
+        f"{', '.join(differs)}); pass overwrite to replace it or choose another folder",
+        params=("overwrite",),
     )
 
 

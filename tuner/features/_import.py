@@ -63,7 +63,9 @@ def _import(
 ) -> FeatureStore:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise StoreError(
-            f"--out {str(out)!r} already exists; pass --overwrite to replace it or choose another"
+            f"output folder {str(out)!r} already exists; pass overwrite to replace it or choose "
+            "another",
+            params=("overwrite",),
         )
     case_labels = read_labels(
         labels, case_column=case_column, label_column=label_column, classes=classes

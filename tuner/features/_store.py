@@ -351,7 +351,8 @@ class FeatureStore:
             raise StoreError(
                 f"feature store {str(self.path)!r} is inconsistent (features "
                 f"{self.features.shape}, "
-                f"expected {expected}); extract it again with --overwrite"
+                f"expected {expected}); extract it again with overwrite",
+                params=("overwrite",),
             )
 
     @property

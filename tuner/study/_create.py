@@ -83,11 +83,16 @@ def create_study(
     """
     check_study_name(name)
     if trials is not None and trials < 1:
-        raise StudyError(f"--trials must be at least 1, but got {trials}")
+        raise StudyError(f"trials must be at least 1, but got {trials}", params=("trials",))
     if pruner is not None and pruner not in PRUNERS:
-        raise StudyError(f"--pruner must be one of {', '.join(PRUNERS)}, but got {pruner!r}")
+        raise StudyError(
+            f"pruner must be one of {', '.join(PRUNERS)}, but got {pruner!r}", params=("pruner",)
+        )
     if sampler is not None and sampler not in SAMPLERS:
-        raise StudyError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
+        raise StudyError(
+            f"sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}",
+            params=("sampler",),
+        )
     if max_retries is not None and max_retries < 0:
         raise StudyError(
             f"max_retries must be 0 or more (retries of a trial whose worker died), but got "

@@ -25,7 +25,7 @@ from tuner._device import resolve_device
 from tuner._format import fmt
 from tuner.config import RunConfig, save_config
 from tuner.data import Split, Splits, load_splits, make_splits
-from tuner.errors import DataError, TunerError
+from tuner.errors import DataError, RunError
 from tuner.features import FeatureStore
 from tuner.training._batches import StoreTensors
 from tuner.training._lockstep import Lockstep, LockstepResult, members_of
@@ -164,7 +164,7 @@ def train_run(
 ) -> RunResult:
     """Train (every fold), evaluate on test, and write the run folder ``out``."""
     if out.exists():
-        raise TunerError(f"run folder {str(out)!r} already exists; choose another --out")
+        raise RunError(f"run folder {str(out)!r} already exists; choose another run folder")
     store = open_store(config)
     splits = resolve_splits(config, store)
     warn_small_splits(splits, store)
