@@ -60,7 +60,10 @@ def test_train_writes_the_whole_run_folder(run_cli, store: FeatureStore, tmp_pat
 
     metrics = json.loads((run / "metrics.json").read_text())
     for part in ("val", "test"):
-        assert set(metrics[part]) == {"loss", "auc", "balanced_accuracy", "accuracy", "n_cases"}
+        assert set(metrics[part]) == {
+            "loss", "auc", "balanced_accuracy", "accuracy", "n_cases", "auc_ci",
+        }  # fmt: skip
+    assert metrics["val"]["auc_ci"] is None, "the interval is computed where AUCs are reported"
     assert 1 <= metrics["best_epoch"] <= 4
     assert len(metrics["history"]) == metrics["epochs_run"]
 
