@@ -28,12 +28,25 @@ scaling
     16 x 1 s is Ray's shape; on a machine with fewer than 16 cores, 16 x 8 s asks of each
     core what Ray's asks of each of its 16 (one trial start per core every second, on 2).
 
+versus
+    tuner against raw Optuna on the same Postgres server, side by side: for each of
+    ``--versus-workers``, a budget of ``--versus-trials`` trials of ``--versus-sleep`` seconds
+    run once by tuner's trivial workers and once by ``benchmarks/raw_optuna_worker.py``
+    (``study.optimize`` with ``MaxTrialsCallback(budget, states=(COMPLETE,))``, the same
+    sampler, objective and start-up), each on a fresh database; the two alternate, repeated
+    ``--repeats`` times, so that noise from other work hits both. Efficiency counts the budget's
+    trials (what was asked for), steady and all in as above; the trials each run actually
+    finished are reported too (raw Optuna's workers finish the trials they started after the
+    budget was reached).
+
 Run from the repository root (about 9 minutes on a shared 2-core machine)::
 
     .venv/bin/python benchmarks/bench_scaling.py
     .venv/bin/python benchmarks/bench_scaling.py --part overhead --workers 1 4 16 \\
         --per-worker 15 --sleep 1.0 --storages postgres embedded
     .venv/bin/python benchmarks/bench_scaling.py --part scaling --shapes 16x1x480 16x8x96
+    .venv/bin/python benchmarks/bench_scaling.py --part versus --versus-workers 4 8 \\
+        --versus-trials 64 --versus-sleep 1.0 --repeats 3
 """
 
 from __future__ import annotations
@@ -65,11 +78,15 @@ from _study_common import (
 from tuner.storage import open_storage
 
 TRIVIAL_WORKER = Path(__file__).resolve().parent / "trivial_worker.py"
+RAW_OPTUNA_WORKER = Path(__file__).resolve().parent / "raw_optuna_worker.py"
+LOOPS = {"tuner": TRIVIAL_WORKER, "optuna": RAW_OPTUNA_WORKER}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["overhead", "scaling", "both"], default="both")
+    parser.add_argument(
+        "--part", choices=["overhead", "scaling", "both", "versus"], default="both"
+    )
     parser.add_argument("--storages", nargs="+", choices=STORAGES, default=list(STORAGES))
     parser.add_argument(
         "--sleep", type=float, default=1.0, help="seconds per objective (overhead)"
@@ -80,6 +97,10 @@ def parse_args() -> argparse.Namespace:
         "--shapes", type=Shape.parse, nargs="+", default=[Shape(16, 1.0, 480), Shape(16, 8.0, 96)],
         help="scaling runs as WORKERSxSECONDSxTRIALS (default: 16x1x480 16x8x96)",
     )  # fmt: skip
+    parser.add_argument("--versus-workers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--versus-trials", type=int, default=64, help="budget (versus)")
+    parser.add_argument("--versus-sleep", type=float, default=1.0, help="seconds (versus)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each (versus)")
     parser.add_argument("--server", default=POSTGRES_SERVER, help="Postgres to make DBs on")
     return parser.parse_args()
 
@@ -111,6 +132,7 @@ class Run:
     startup: float  # launch until every worker was ready (imports, connection, study loaded)
     steady: float  # all workers started together until the last trial ended
     exited: float  # all workers started together until the last one exited
+    complete: int  # trials the study holds as COMPLETE afterwards
 
     @property
     def trials(self) -> int:
@@ -122,12 +144,18 @@ class Run:
 
 
 def run_workers(
-    url: str, study: str, workers: int, sleep: float, scratch: Path, max_trials: int | None
+    url: str,
+    study: str,
+    workers: int,
+    sleep: float,
+    scratch: Path,
+    max_trials: int | None,
+    worker: Path = TRIVIAL_WORKER,
 ) -> Run:
     """Start ``workers`` trivial workers, let them loop at once when all are ready, wait."""
     folder = Path(tempfile.mkdtemp(prefix=f"{study}-", dir=scratch))  # this run's own files
     go = folder / "go"
-    command = [sys.executable, str(TRIVIAL_WORKER), study, "--storage", url, "--sleep", str(sleep),
+    command = [sys.executable, str(worker), study, "--storage", url, "--sleep", str(sleep),
                "--start-file", str(go)]  # fmt: skip
     if max_trials is not None:
         command += ["--max-trials", str(max_trials)]
@@ -156,7 +184,10 @@ def run_workers(
     trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     storage.engine.dispose()
     last = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
-    return Run(reports, started - launched, (last - clock).total_seconds(), ended - started)
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    return Run(
+        reports, started - launched, (last - clock).total_seconds(), ended - started, complete
+    )
 
 
 def overhead_row(url: str, kind: str, workers: int, args: argparse.Namespace, store: Path,
@@ -194,18 +225,65 @@ def scaling_row(url: str, kind: str, shape: Shape, store: Path, scratch: Path) -
     ]  # fmt: skip
 
 
+def versus_runs(
+    args: argparse.Namespace, store: Path, scratch: Path
+) -> dict[tuple[int, str], list[Run]]:
+    """Each worker count run by tuner's loop and raw Optuna's in turn, ``--repeats`` times."""
+    runs: dict[tuple[int, str], list[Run]] = {}
+    for repeat in range(args.repeats):
+        for workers in args.versus_workers:
+            loops = list(LOOPS.items())
+            if repeat % 2:
+                loops.reverse()  # who goes first alternates too
+            for loop, worker in loops:
+                with throwaway_storage("postgres", scratch, args.server) as url:
+                    study = f"versus-{loop}-{workers}"
+                    new_study(url, study, store, trials=args.versus_trials)
+                    run = run_workers(
+                        url, study, workers, args.versus_sleep, scratch, None, worker
+                    )
+                runs.setdefault((workers, loop), []).append(run)
+                ideal = args.versus_trials * args.versus_sleep / workers
+                print(
+                    f"versus {loop} {workers} workers, run {repeat + 1}: "
+                    f"{100 * ideal / run.steady:.1f} % steady, {100 * ideal / run.wall:.1f} % "
+                    f"all in, {run.complete} trials finished",
+                    flush=True,
+                )
+    return runs
+
+
+def versus_rows(args: argparse.Namespace, runs: dict[tuple[int, str], list[Run]]) -> list[Any]:
+    rows: list[Any] = []
+    for (workers, loop), repeated in runs.items():
+        ideal = args.versus_trials * args.versus_sleep / workers
+        steady = [100 * ideal / run.steady for run in repeated]
+        all_in = [100 * ideal / run.wall for run in repeated]
+        finished = sorted(run.complete for run in repeated)
+        rows.append([
+            loop, workers, f"{args.versus_sleep:g}", args.versus_trials, f"{ideal:.0f}",
+            f"{median([r.steady for r in repeated]):.1f}", f"{median(steady):.1f}",
+            f"{min(steady):.1f}-{max(steady):.1f}",
+            f"{median([r.startup for r in repeated]):.1f}",
+            f"{median([r.wall for r in repeated]):.1f}", f"{median(all_in):.1f}",
+            f"{min(all_in):.1f}-{max(all_in):.1f}", ", ".join(map(str, finished)),
+        ])  # fmt: skip
+    return sorted(rows, key=lambda row: (row[1], row[0] != "tuner"))
+
+
 def main() -> None:
     args = parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     overhead: list[Any] = []
     scaling: list[Any] = []
+    versus: list[Any] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as folder, ExitStack() as stack:
         scratch = Path(folder)
         store = tiny_store(scratch / "features")
         urls = {
             kind: stack.enter_context(throwaway_storage(kind, scratch, args.server))
-            for kind in args.storages
+            for kind in (args.storages if args.part != "versus" else [])
         }
         # The storages take turns at each step, so that noise from other work hits both alike.
         if args.part in ("overhead", "both"):
@@ -216,6 +294,8 @@ def main() -> None:
             for shape in args.shapes:
                 for kind, url in urls.items():
                     scaling.append(scaling_row(url, kind, shape, store, scratch))
+        if args.part == "versus":
+            versus = versus_rows(args, versus_runs(args, store, scratch))
     print(
         f"\n{os.cpu_count()} CPUs; load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; TPE sampler (tuner's default); trivial objective\n"
@@ -236,6 +316,15 @@ def main() -> None:
             ["storage", "workers", "trial s", "trials", "ideal s", "steady s", "efficiency %",
              "start-up s", "all in s", "efficiency all in %", "trials/worker"],
             scaling,
+        )  # fmt: skip
+    if versus:
+        print(f"tuner against raw Optuna on Postgres, median of {args.repeats} runs each")
+        print("(efficiency: budget x seconds / (workers x wall); finished: COMPLETE trials)")
+        print()
+        print_table(
+            ["loop", "workers", "trial s", "budget", "ideal s", "steady s", "efficiency %",
+             "range", "start-up s", "all in s", "efficiency all in %", "range", "finished"],
+            versus,
         )  # fmt: skip
 
 
