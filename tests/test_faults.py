@@ -23,7 +23,7 @@ from tests.pg import Cluster, fresh_database, run_sql, throwaway_cluster, wait_u
 from tuner.features import FeatureStore
 from tuner.storage import open_storage
 from tuner.study import Budget
-from tuner.training import load_state
+from tuner.training import load_states
 
 SPACE = {
     "train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
@@ -408,24 +408,25 @@ import torch
 from tuner.cli import main
 
 marker, pause = Path(os.environ["SLOW_MARKER"]), float(os.environ["SLOW_PAUSE"])
-real_save = torch.save
+real_write_bytes = Path.write_bytes
 
 
-def slow_save(state, path):
+def slow_write_bytes(self, data):
     # a slow disk: half the checkpoint is written, then the disk stalls
-    buffer = io.BytesIO()
-    real_save(state, buffer)
-    data = buffer.getvalue()
-    with open(path, "wb") as handle:
+    if not (self.name.startswith(".slot-") and self.name.endswith(".tmp")):
+        return real_write_bytes(self, data)
+    epoch = torch.load(io.BytesIO(data), weights_only=True)["members"][0]["epoch"]
+    with open(self, "wb") as handle:
         handle.write(data[: len(data) // 2])
         handle.flush()
-        if state["epoch"] >= int(os.environ["SLOW_FROM_EPOCH"]):
-            marker.write_text(str(state["epoch"]))
+        if epoch >= int(os.environ["SLOW_FROM_EPOCH"]):
+            marker.write_text(str(epoch))
             time.sleep(pause)
         handle.write(data[len(data) // 2 :])
+    return len(data)
 
 
-torch.save = slow_save
+Path.write_bytes = slow_write_bytes
 sys.exit(main(sys.argv[1:]))
 """
 """``tuner ARGS`` whose checkpoint writes stall ``SLOW_PAUSE`` s halfway (from an epoch on),
@@ -464,8 +465,9 @@ def test_sigterm_during_a_checkpoint_write_stops_after_it(
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert [p.name for p in folder.iterdir()] == ["slot-0.pt"], "no torn or temporary file"
-    state = load_state(folder / "slot-0.pt")
-    assert state is not None
+    states = load_states(folder / "slot-0.pt")
+    assert states is not None
+    (state,) = states
     assert state.epoch == epoch, "the write that the signal arrived in was finished"
     assert len(state.history) == epoch
     assert_interrupted_and_queued_again(url)
@@ -484,7 +486,7 @@ def test_a_second_sigterm_stops_at_once(store: FeatureStore, tmp_path: Path) -> 
     assert time.monotonic() - stopped < 60, "the second signal did not wait for the write"
     # the write was abandoned: the checkpoint before it is intact, no temporary file is left
     assert [p.name for p in folder.iterdir()] == ["slot-0.pt"]
-    state = load_state(folder / "slot-0.pt")
-    assert state is not None
-    assert state.epoch == 1
+    states = load_states(folder / "slot-0.pt")
+    assert states is not None
+    assert states[0].epoch == 1
     assert_interrupted_and_queued_again(url)
