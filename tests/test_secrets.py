@@ -80,7 +80,10 @@ def test_password_never_shows(
         assert (result.returncode == 0) == check, result.stderr
         return result
 
-    tuner("study", "create", study, "--features", store.path, "--config", config, "--trials", 2)
+    tuner(
+        "study", "create", study, "--features", store.path, "--config", config, "--trials", 2,
+        "--pruner", "none",  # the tiny store beats no chance: complete trials, to export one
+    )  # fmt: skip
     launch = ["launch", study, "--workers", "2", "--storage", storage]
     launcher = subprocess.Popen(
         [sys.executable, "-m", "tuner", "-v", *launch],

@@ -128,6 +128,8 @@ def test_train_with_cv_folds_refits_on_every_non_test_case_for_the_common_best_e
     )  # fmt: skip
     result = run_cli("train", "--config", config, "--out", tmp_path / "run")
     assert result.code == 0, result.err
+    assert "few cases" in result.err
+    assert "tune with data.split.cv_folds" not in result.err, "it does already"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     cv = metrics["cv"]
     assert cv["folds"] == 3

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.helpers import run_tuner
+from tests.helpers import make_signal_store, run_tuner
 from tuner.features import FeatureStore
 from tuner.storage import open_storage
 
@@ -33,11 +33,21 @@ def write_inputs(folder: Path, store: FeatureStore) -> tuple[Path, Path]:
     return config, space
 
 
+@pytest.fixture(scope="module")
+def signal_store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """A store that a model learns at lr 1e-2 in a few epochs (the tiny demo's beats no
+    chance, so every trial on it is pruned as learning nothing)."""
+    return FeatureStore.open(make_signal_store(tmp_path_factory.mktemp("signal")))
+
+
 @pytest.mark.slow
 def test_two_workers_finish_the_budget_on_postgres(
-    pg_url: str, store: FeatureStore, tmp_path: Path, run_cli
+    pg_url: str, signal_store: FeatureStore, tmp_path: Path, run_cli
 ) -> None:
+    store = signal_store
     config, space = write_inputs(tmp_path, store)
+    # rates from barely learning to learning fast: some trials pruned, some complete
+    space.write_text(yaml.safe_dump({**SPACE, "train.lr": {**SPACE["train.lr"], "low": 1.0e-4}}))
     env = {"TUNER_STORAGE": pg_url}
     created = run_tuner(
         "study", "create", "two-workers", "--features", store.path, "--space", space,
@@ -158,7 +168,9 @@ def test_a_running_worker_sees_a_raised_budget(
     config, space = write_inputs(tmp_path, store)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     base = ["study", "create", "grow", "--features", store.path, "--storage", url]
-    created = run_cli(*base, "--space", space, "--config", config, "--trials", 2)
+    created = run_cli(
+        *base, "--space", space, "--config", config, "--trials", 2, "--pruner", "none"
+    )
     assert created.code == 0, created.err
     storage = open_storage(url)
     study = optuna.load_study(study_name="grow", storage=storage)

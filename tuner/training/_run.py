@@ -134,24 +134,30 @@ SMALL_CLASS = 10
 """A split with fewer cases of a class than this gets a warning: its AUC is a coarse guess."""
 
 
-def warn_small_splits(splits: Splits, store: FeatureStore) -> None:
+def warn_small_splits(splits: Splits, store: FeatureStore, *, validates: bool = True) -> None:
     """Warn once when a split has fewer than :data:`SMALL_CLASS` cases of a class (``tuner
-    train`` before it trains, ``tuner study create`` once the study is made)."""
+    train`` before it trains, ``tuner study create`` once the study is made). Without
+    validation (a refit trains on the validation cases too) train and val count as one part."""
     labels, classes = store.labels(), store.classes
     fewest: dict[str, tuple[int, str]] = {}
     for split in splits.splits:
-        for name, cases in split.parts().items():
+        parts = (
+            split.parts() if validates else {"train": split.train + split.val, "test": split.test}
+        )
+        for name, cases in parts.items():
             counts = np.bincount([labels[c] for c in cases], minlength=len(classes))
             least = int(counts.argmin())
             if name not in fewest or counts[least] < fewest[name][0]:
                 fewest[name] = (int(counts[least]), classes[least])
     small = [f"{name} {n} of {cls!r}" for name, (n, cls) in fewest.items() if n < SMALL_CLASS]
     if small:
+        advice = (
+            "" if splits.scheme == "cv" or not validates else ", and tune with data.split.cv_folds"
+        )
         logger.warning(
             "few cases: the splits hold as few as %s (fewer than %d cases of a class); "
-            "metrics on so few cases swing widely: read the AUC's interval, and tune with "
-            "data.split.cv_folds",
-            ", ".join(small), SMALL_CLASS,
+            "metrics on so few cases swing widely: read the AUC's interval%s",
+            ", ".join(small), SMALL_CLASS, advice,
         )  # fmt: skip
 
 
@@ -167,7 +173,7 @@ def train_run(
         raise RunError(f"run folder {str(out)!r} already exists; choose another run folder")
     store = open_store(config)
     splits = resolve_splits(config, store)
-    warn_small_splits(splits, store)
+    warn_small_splits(splits, store, validates=config.train.refit_epochs is None)
     device = resolve_device(config.train.device)
     config = config.model_copy(deep=True)
     config.data.checksum = store.checksum
