@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,10 +25,13 @@ from pathlib import Path
 import optuna
 import torch  # noqa: F401  (imported as tuner's worker imports it: same start-up)
 from optuna.study import MaxTrialsCallback
-from optuna.trial import Trial, TrialState
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tuner.study import load_settings, make_sampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.trivial_worker
+from tests.trivial_worker import SleepingObjective, wait_for_start
 
 
 def main() -> None:
@@ -49,22 +52,8 @@ def main() -> None:
         study = optuna.load_study(
             study_name=args.study, storage=storage, sampler=make_sampler(settings)
         )
-    slept, calls = 0.0, 0
-
-    def objective(trial: Trial) -> float:
-        nonlocal slept, calls
-        calls += 1
-        params = space.sample(trial)
-        if args.sleep:
-            tick = time.perf_counter()
-            time.sleep(args.sleep)
-            slept += time.perf_counter() - tick
-        return float(sum(math.log(abs(v) + 1e-9) for v in params.values() if isinstance(v, float)))
-
-    if args.start_file is not None:
-        Path(f"{args.start_file}.ready-{os.getpid()}").touch()
-        while not args.start_file.exists():
-            time.sleep(0.01)
+    objective = SleepingObjective(space, args.sleep)
+    wait_for_start(args.start_file)
     tick = time.perf_counter()
     study.optimize(
         objective, callbacks=[MaxTrialsCallback(settings.budget, states=(TrialState.COMPLETE,))]
@@ -74,8 +63,8 @@ def main() -> None:
         json.dumps(
             {
                 "pid": os.getpid(),
-                "trials": {"COMPLETE": calls},
-                "sleep_seconds": slept,
+                "trials": {"COMPLETE": objective.calls},
+                "sleep_seconds": objective.slept,
                 "wall_seconds": wall,
             }
         ),

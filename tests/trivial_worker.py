@@ -29,8 +29,35 @@ from pathlib import Path
 import optuna
 from optuna.trial import Trial
 
+from tuner.search import SearchSpace
 from tuner.storage import open_storage
 from tuner.study import load_settings, make_pruner, make_sampler, run_trials
+
+
+class SleepingObjective:
+    """Sample the space, sleep ``sleep`` seconds, return a number; count calls and sleep."""
+
+    def __init__(self, space: SearchSpace, sleep: float) -> None:
+        self.space, self.sleep = space, sleep
+        self.calls, self.slept = 0, 0.0
+
+    def __call__(self, trial: Trial) -> float:
+        self.calls += 1
+        params = self.space.sample(trial)
+        if self.sleep:
+            tick = time.perf_counter()
+            time.sleep(self.sleep)
+            self.slept += time.perf_counter() - tick
+        return float(sum(math.log(abs(v) + 1e-9) for v in params.values() if isinstance(v, float)))
+
+
+def wait_for_start(start_file: Path | None) -> None:
+    """With a start file: say ready (``PATH.ready-PID``), then wait until ``PATH`` exists."""
+    if start_file is None:
+        return
+    Path(f"{start_file}.ready-{os.getpid()}").touch()
+    while not start_file.exists():
+        time.sleep(0.01)
 
 
 def main() -> None:
@@ -53,21 +80,8 @@ def main() -> None:
             study_name=args.study, storage=storage, sampler=make_sampler(settings),
             pruner=make_pruner(settings),
         )  # fmt: skip
-    slept = 0.0
-
-    def objective(trial: Trial) -> float:
-        nonlocal slept
-        params = space.sample(trial)
-        if args.sleep:
-            tick = time.perf_counter()
-            time.sleep(args.sleep)
-            slept += time.perf_counter() - tick
-        return float(sum(math.log(abs(v) + 1e-9) for v in params.values() if isinstance(v, float)))
-
-    if args.start_file is not None:
-        Path(f"{args.start_file}.ready-{os.getpid()}").touch()
-        while not args.start_file.exists():
-            time.sleep(0.01)
+    objective = SleepingObjective(space, args.sleep)
+    wait_for_start(args.start_file)
     report = run_trials(
         study, storage, settings.budget, objective, max_retries=settings.max_retries,
         poll_seconds=args.poll, max_trials=args.max_trials,
@@ -78,7 +92,7 @@ def main() -> None:
                 "pid": os.getpid(),
                 "trials": report.trials,
                 "objective_seconds": report.objective_seconds,
-                "sleep_seconds": slept,
+                "sleep_seconds": objective.slept,
                 "wall_seconds": report.wall_seconds,
             }
         ),
