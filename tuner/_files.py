@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMPORARY", "temporary_path", "write_atomic"]
+__all__ = ["TEMPORARY", "temporary_path", "write_atomic", "write_folder"]
 
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
 """Matches the name of a temporary file of :func:`write_atomic`; ``name`` is the target's."""
@@ -37,4 +39,19 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
         tmp.replace(path)
     except BaseException:  # a full disk, or a process stopped at once by a second signal
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
+    """Make the folder ``out`` whole or not at all: ``fill`` writes into ``OUT.partial``, which
+    is renamed to ``out`` once it returns and removed if it raises (a run folder, an
+    evaluation)."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        fill(partial)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tuner._format import fmt
 from tuner.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
 from tuner.data import write_demo_dataset
 from tuner.errors import LaunchError
@@ -177,8 +178,7 @@ def side_by_side(columns: dict[str, dict[str, Any]]) -> list[str]:
 def _metric(metrics: dict[str, Any], key: str) -> str:
     if key == "auc":
         return Metrics(**metrics).auc_text()
-    value = metrics[key]
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return fmt(metrics[key], "{:.4f}")
 
 
 def _rounded(metrics: dict[str, float | int | None]) -> dict[str, float | int | None]:

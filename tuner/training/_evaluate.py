@@ -15,7 +15,6 @@ models are its refits. The output folder (``metrics.json``, ``predictions.csv``,
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 import tuner
 from tuner._device import resolve_device
+from tuner._files import write_folder
 from tuner.config import parse_config
 from tuner.errors import RunError, StoreError
 from tuner.features import FeatureStore
@@ -146,16 +146,11 @@ def _write(
 ) -> None:
     from tuner.training._plots import plot_confusion_matrix, plot_roc
 
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_predictions(partial / "predictions.csv", [(fold, evaluation)], classes)
+    def fill(folder: Path) -> None:
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_predictions(folder / "predictions.csv", [(fold, evaluation)], classes)
         labels, probs = evaluation.labels, evaluation.probs
-        plot_confusion_matrix(labels, probs.argmax(1), classes, partial / "confusion_matrix.png")
-        plot_roc(labels, probs, classes, partial / "roc.png")
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        plot_confusion_matrix(labels, probs.argmax(1), classes, folder / "confusion_matrix.png")
+        plot_roc(labels, probs, classes, folder / "roc.png")
+
+    write_folder(out, fill)

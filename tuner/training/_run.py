@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import statistics
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +21,7 @@ import torch
 
 import tuner
 from tuner._device import resolve_device
+from tuner._files import write_folder
 from tuner._format import fmt
 from tuner.config import RunConfig, save_config
 from tuner.data import Split, Splits, load_splits, make_splits
@@ -205,16 +205,7 @@ def train_run(
     metrics = _metrics(folds, config)
     if cv is not None:
         metrics["cv"] = cv_summary(cv)
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        _write_run(partial, config, store, splits, folds, metrics)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    write_folder(out, lambda folder: _write_run(folder, config, store, splits, folds, metrics))
     return RunResult(out, metrics, folds)
 
 
