@@ -112,7 +112,10 @@ def test_a_lockstep_resumes_every_member_from_its_checkpoint(
     unbroken = Lockstep(trainer, members).fit(on_checkpoint=saved.append)
     assert len(saved) == 3
     assert all(len(states) == 6 for states in saved)
-    resumed = Lockstep(trainer, members).fit(resume=saved[1])
+    lockstep = Lockstep(trainer, members)
+    seen: list[int] = []
+    resumed = lockstep.fit(resume=saved[1], on_epoch=lambda e: seen.append(len(lockstep.history)))
+    assert seen == [3, 4], "the mean curve so far holds the resumed epochs"
     assert [e.val.loss for e in resumed.history] == [e.val.loss for e in unbroken.history]
     for a, b in zip(resumed.runs, unbroken.runs, strict=True):
         for key, value in a.model.state_dict().items():

@@ -113,14 +113,12 @@ class TrainingObjective:
             def save(states: list[TrainState]) -> None:
                 checkpoints.save(slot, states)
 
-        curve: list[EpochReport] = []
-
         def on_epoch(epoch: EpochReport) -> None:
-            curve.append(epoch)
             if math.isfinite(epoch.val.loss):
                 trial.report(epoch.val.loss, epoch.epoch)
             trial.set_user_attr("epochs_run", epoch.epoch)
             if trial.should_prune():
+                curve = lockstep.history  # resumed epochs included
                 self._record(trial, curve)
                 flat = self.rule.flat(chance, epoch.epoch, (e.val.loss for e in curve))
                 why = "it learned nothing" if flat else "it fell behind"

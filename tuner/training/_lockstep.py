@@ -109,6 +109,8 @@ class Lockstep:
         self.runs = [
             trainer.start(m.train, m.val, epochs=epochs, seed=m.seed) for m in self.members
         ]
+        self.history: list[EpochReport] = []
+        """The mean curve so far, resumed epochs included (read it from ``on_epoch``)."""
 
     def chance_loss(self) -> float:
         """The members' mean validation loss of the best constant prediction (what a model
@@ -136,13 +138,13 @@ class Lockstep:
         """
         started = time.perf_counter()
         runs, t = self.runs, self.trainer.config.train
-        history: list[EpochReport] = []
+        history = self.history
         if resume is not None:
             if len(resume) != len(runs):
                 raise ValueError(f"{len(resume)} saved states for {len(runs)} members")
             for run, state in zip(runs, resume, strict=True):
                 run.restore(state)
-            history = [
+            history[:] = [
                 _mean_report([run.history[e] for run in runs]) for e in range(runs[0].epoch)
             ]
             logger.info("resuming %d member(s) after epoch %d", len(runs), len(history))
