@@ -65,7 +65,7 @@ def test_create_list_status_delete(run_cli, db: str, store: FeatureStore) -> Non
     assert "mil: 0 trials" in listed.out
     status = run_cli("status", "mil")
     assert "study mil: 0 of 80 trials finished" in status.out
-    assert "best: no finished trial yet" in status.out
+    assert "best: no complete trial yet" in status.out
     deleted = run_cli("study", "delete", "mil", "--yes")
     assert deleted.code == 0
     assert "no studies" in run_cli("study", "list").out

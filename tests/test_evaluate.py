@@ -80,6 +80,7 @@ def test_a_run_of_folds_is_scored_by_the_mean_of_its_fold_models(
     assert run_cli("train", "--config", config, "--out", tmp_path / "run").code == 0
     result = run_cli("evaluate", tmp_path / "run", "--features", store.path)
     assert result.code == 0, result.err
+    assert "is the store the run was trained on" in result.err
     metrics = json.loads(
         (tmp_path / "run" / f"evaluation-{store.path.name}" / "metrics.json").read_text()
     )

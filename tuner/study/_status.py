@@ -59,7 +59,7 @@ class StudyStatus:
             )
             lines += [f"  {k}: {_short(v)}" for k, v in self.best.params.items()]
         else:
-            lines.append("best: no finished trial yet")
+            lines.append("best: no complete trial yet")
         if self.running:
             lines.append("running:")
             for t in self.running:
@@ -86,7 +86,7 @@ class StudyStatus:
     def throughput(self) -> str:
         """The rate over a span long enough to mean it, else the count and the span."""
         if self.span is None:
-            return "no finished trial yet"
+            return "no complete trial yet"
         if self.per_hour is None:
             trials = "trial" if self.finished == 1 else "trials"
             return f"{self.finished} finished {trials} in {_age(self.span)}"

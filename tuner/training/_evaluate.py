@@ -15,6 +15,7 @@ models are its refits. The output folder (``metrics.json``, ``predictions.csv``,
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from tuner.training._trainer import Evaluation, Trainer
 
 __all__ = ["ExternalResult", "evaluate_run"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ExternalResult:
@@ -50,6 +53,12 @@ def evaluate_run(
     saved = _load_model(run)
     store = FeatureStore.open(features)
     _check_store(saved, store, run)
+    if store.checksum == saved["store_checksum"]:
+        logger.warning(
+            "%s is the store the run was trained on: its scores include the training and "
+            "validation cases, so they are no external validation",
+            store.path,
+        )
     out = out if out is not None else run / f"evaluation-{store.path.name}"
     if out.exists():
         raise RunError(f"output folder {str(out)!r} already exists; choose another out")
