@@ -96,9 +96,24 @@ def cohorts(
 ) -> Cohorts:
     """Build (or reuse) the dev, 5x and population cohorts of ``seed`` and their stores."""
     specs = cohort_specs(seed, spec, population)
-    folder = Path(cache) / f"hard-{spec_digest(specs['dev'])}" / f"seed-{seed}"
-    stores = {name: build_cohort(folder / name, s, log=log) for name, s in specs.items()}
+    stores = {name: cohort(seed, name, cache, spec=spec, population=population, log=log)
+              for name in specs}  # fmt: skip
     return Cohorts(**stores)
+
+
+def cohort(
+    seed: int,
+    name: str,
+    cache: Path | str = DEFAULT_CACHE,
+    *,
+    spec: DemoSpec | None = None,
+    population: int = POPULATION,
+    log: bool = True,
+) -> FeatureStore:
+    """Build (or reuse) one cohort of ``seed`` (``dev``, ``big`` or ``population``)."""
+    specs = cohort_specs(seed, spec, population)
+    folder = Path(cache) / f"hard-{spec_digest(specs['dev'])}" / f"seed-{seed}"
+    return build_cohort(folder / name, specs[name], log=log)
 
 
 def spec_digest(spec: DemoSpec) -> str:

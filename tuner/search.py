@@ -2,7 +2,7 @@
 
 A space is a YAML mapping, one entry per parameter, sampled in file order::
 
-    train.lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}
+    train.lr: {type: float, low: 1.0e-4, high: 2.0e-3, log: true}
     model.dropout: {type: float, low: 0.0, high: 0.5, step: 0.05}
     train.batch_cases: {type: int, low: 2, high: 16, log: true}
     regularization.penalty: {type: categorical, choices: [none, entropy, elasticnet]}
