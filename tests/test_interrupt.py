@@ -74,10 +74,15 @@ def test_the_database_backoff_ends_at_a_signal() -> None:
 
 
 def test_outside_a_worker_signals_behave_as_usual() -> None:
-    previous = signal.getsignal(signal.SIGINT)
-    with _interrupt.stop_on_signals():
-        pass
-    assert signal.getsignal(signal.SIGINT) is previous
-    with pytest.raises(KeyboardInterrupt):
-        signal_and_wait(signal.SIGINT)
+    # Python's own handler, whatever pytest was started with (a job started with `&` from a
+    # script inherits SIGINT ignored)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _interrupt.stop_on_signals():
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal_and_wait(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, started_with)
     _interrupt.check()  # nothing requested: a no-op for `tuner train` and extraction
