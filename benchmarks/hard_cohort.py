@@ -95,10 +95,8 @@ def cohorts(
     log: bool = True,
 ) -> Cohorts:
     """Build (or reuse) the dev, 5x and population cohorts of ``seed`` and their stores."""
-    specs = cohort_specs(seed, spec, population)
-    stores = {name: cohort(seed, name, cache, spec=spec, population=population, log=log)
-              for name in specs}  # fmt: skip
-    return Cohorts(**stores)
+    return Cohorts(*(cohort(seed, name, cache, spec=spec, population=population, log=log)
+                     for name in ("dev", "big", "population")))  # fmt: skip
 
 
 def cohort(

@@ -155,8 +155,8 @@ def study_arm(
     epochs = {t.number: trial_epochs(t) for t in trials}
     flat = [t.number for t in trials if stayed_at_chance(t)]
     total = sum(epochs.values())
-    # a study whose every trial learned nothing exports nothing (tuner export says so): its
-    # user is left with the base config, and so is this arm (``found_nothing``)
+    # a study without a complete trial (every one pruned or failed) exports nothing (tuner
+    # export says so): its user is left with the base config, and so is this arm
     final = base if best is None else load_config(folder / "best.yaml")
     result = train_and_score(final, folder, population, truth)
     value = None if best is None else best.value
@@ -238,7 +238,7 @@ def brief(f: dict[str, Any]) -> str:
         f"{f['wall_seconds']:.0f} s"
     )
     if f.get("found_nothing"):
-        text += "; every trial learned nothing: the base config trained instead"
+        text += "; no trial completed: the base config trained instead"
     elif "best_value" in f:
         text += f"; best objective {f['best_value']:.3f}, optimism {f['optimism']:.3f}"
     if "chance_epoch_share" in f:
